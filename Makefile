@@ -1,0 +1,66 @@
+# The two commands: `make book` and `make test`. Everything runs inside .venv, created on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+# No telemetry, no colour, no pager: every tool stays offline and quiet. The venv's bin/ goes first on
+# PATH because `mlflow models serve` execs `uvicorn`.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+NBVAL := $(PY) -m pytest --nbval-lax -p no:cacheprovider -n auto --dist loadscope
+BOOK := $(BIN)/jupyter-book build . -W -n --keep-going
+
+.PHONY: book test unit chapters student student-book book-checks benchmark lock clean
+
+book: $(STAMP)
+	$(BOOK)
+
+# The whole suite, in the order a failure is cheapest to find.
+test: $(STAMP)
+	$(MAKE) unit chapters student book book-checks
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not book" tests
+
+# Instructor notebooks: a wrong solution raises (MLOPS_LAB_STRICT_CHECKS), any cell error fails.
+chapters: $(STAMP)
+	MLOPS_LAB_STRICT_CHECKS=1 $(NBVAL) chapters
+
+# Student notebooks (solutions removed) must run clean with every exercise unattempted.
+student: $(STAMP)
+	$(PY) tools/student_edition.py --out _build/student
+	$(NBVAL) _build/student/chapters
+
+# Checks on the built HTML, including the real-browser smoke test (needs `make book` first).
+book-checks: $(STAMP)
+	$(PY) -m pytest -m book tests
+
+# The student HTML: every solution removed, no source downloads.
+student-book: $(STAMP)
+	$(BOOK) --path-output _build/student-book --config _config.student.yml 2>/dev/null || \
+	  $(BIN)/jupyter-book build . -W -n --keep-going --path-output _build/student-book
+
+benchmark: $(STAMP)
+	$(PY) tools/benchmark.py
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Re-pin requirements.txt from requirements.in in a throwaway environment.
+lock:
+	rm -rf /tmp/mlops-lab-lock && $(PYTHON) -m venv /tmp/mlops-lab-lock
+	/tmp/mlops-lab-lock/bin/pip install --quiet -r requirements.in
+	{ sed -n 1,2p requirements.txt; /tmp/mlops-lab-lock/bin/pip freeze --exclude-editable; echo "-e ."; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt && rm -rf /tmp/mlops-lab-lock
+
+clean:
+	rm -rf _build workspace .jupyter_cache

@@ -1,0 +1,17 @@
+"""The lab kit of the executable MLOps course book.
+
+- :mod:`mlops_lab.chapter`   ``start_chapter``: fresh workspace, seeds, telemetry off, MLflow store
+- :mod:`mlops_lab.simulator` ``CreditStream`` and ``Drift``: the running example (monthly credit batches)
+- :mod:`mlops_lab.shell`     ``sh``: run git/dvc/mlflow visibly; raise on failure
+- :mod:`mlops_lab.servers`   ``BackgroundServer``: HTTP servers on 127.0.0.1 that always get stopped
+- :mod:`mlops_lab.checks`    exercise auto-checks that explain, and never punish a student
+- :mod:`mlops_lab.figures`   the house style and figures with knobs that still show in static HTML
+- :mod:`mlops_lab.exercises` per-chapter checks
+"""
+from .chapter import Chapter, start_chapter
+from .shell import CommandFailed, sh
+from .simulator import CATEGORICAL, FEATURES, NUMERIC, TARGET, CreditStream, Drift, month_label
+
+__all__ = ["Chapter", "start_chapter", "CommandFailed", "sh", "CreditStream", "Drift", "month_label",
+           "FEATURES", "NUMERIC", "CATEGORICAL", "TARGET"]
+__version__ = "0.1.0"
