@@ -23,6 +23,7 @@ Three knobs, each a strength that ramps in linearly from ``start_month`` over ``
 
 Everything is vectorised and deterministic: month ``t`` of a stream depends only on ``(seed, t, rows)``, so
 months can be drawn in any order, and one million rows take about a second.
+``month(t, replicate=1)`` draws an independent second batch from the same month, for holdouts.
 """
 from __future__ import annotations
 
@@ -109,14 +110,17 @@ class CreditStream:
         if not isinstance(self.drift, Drift):
             raise TypeError(f"drift must be a Drift(...), got {type(self.drift).__name__}")
 
-    def month(self, month: int, rows: int | None = None) -> pd.DataFrame:
-        """One month's batch: ``rows`` applications (default ``rows_per_month``) with their outcome."""
+    def month(self, month: int, rows: int | None = None, replicate: int = 0) -> pd.DataFrame:
+        """One month's batch: ``rows`` applications (default ``rows_per_month``) with their outcome.
+
+        ``replicate=1, 2, ...`` draws another, independent batch from the same month (a holdout set).
+        """
         if not isinstance(month, (int, np.integer)) or month < 0:
             raise ValueError(f"month must be a whole number >= 0 (0 is {month_label(0)}), got {month!r}")
         n = self.rows_per_month if rows is None else int(rows)
         if n < 1:
             raise ValueError(f"rows must be >= 1, got {rows!r}")
-        rng = np.random.default_rng([self.seed, int(month), n])
+        rng = np.random.default_rng([self.seed, int(month), n, int(replicate)])
         level = self.drift.levels(month)
         if level["label"] == 0:
             batch = self._draw(rng, n, month, level)
