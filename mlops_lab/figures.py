@@ -9,9 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import matplotlib
-
-matplotlib.use("Agg")  # figures are rendered to PNG outputs; no GUI backend needed
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
 
