@@ -1,0 +1,59 @@
+"""Shared test setup: the repository root, the `book` marker, and the built HTML book.
+
+Tests marked ``book`` need the built HTML (``make book`` first; ``make book-checks`` runs them). On a
+laptop they skip when it is missing; under ``CI=true`` they fail instead, so CI never passes by skipping.
+``BOOK_HTML_DIR`` points them at a book built elsewhere (``jupyter-book build . --path-output DIR`` writes
+``DIR/_build/html``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / "tools"
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "book: needs the built HTML in _build/html (run `make book` first)")
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(message: str) -> None:
+    """Skip on a laptop; under CI=true a missing prerequisite is a failure, never a skip."""
+    if under_ci():
+        pytest.fail(f"{message} (CI=true: not skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def built_html() -> Path:
+    """The built HTML book: ``$BOOK_HTML_DIR`` or ``_build/html`` under the repository root."""
+    html = Path(os.environ.get("BOOK_HTML_DIR") or ROOT / "_build" / "html")
+    if not html.is_absolute():
+        html = ROOT / html
+    if not (html / "index.html").is_file():
+        skip_or_fail(f"no built book at {html} (index.html missing): run `make book` first")
+    return html

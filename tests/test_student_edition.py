@@ -1,0 +1,177 @@
+"""The student edition: notebooks without solutions or outputs, and HTML without solutions."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from sphinx.cmd.build import build_main
+
+from conftest import ROOT, TOOLS, load_tool
+
+edition = load_tool("student_edition")
+NOTEBOOKS = edition.toc_notebooks(ROOT)
+SOLUTION_TEXT = "THE-SECRET-SOLUTION-42"
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOLS / "student_edition.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def solution_cells(nb) -> list:
+    """The cells inside gated solution blocks (start and end cells excluded), found independently."""
+    inside, found = False, []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and "{solution-start}" in cell.source:
+            inside = True
+        elif cell.cell_type == "markdown" and "{solution-end}" in cell.source:
+            inside = False
+        elif inside:
+            found.append(cell)
+    return found
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    result = run_tool("--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_writes_every_toc_notebook_and_the_toc(student_dir):
+    assert NOTEBOOKS, "_toc.yml lists no notebooks"
+    assert (student_dir / "_toc.yml").read_text() == (ROOT / "_toc.yml").read_text()
+    for relative in NOTEBOOKS:
+        assert (student_dir / relative).is_file(), f"no student copy of {relative}"
+
+
+@pytest.mark.parametrize("relative", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_notebook(student_dir, relative):
+    full = nbformat.read(ROOT / relative, as_version=4)
+    student = nbformat.read(student_dir / relative, as_version=4)
+    nbformat.validate(student)
+    text = "\n".join(cell.source for cell in student.cells)
+    assert "{solution-start}" not in text and "{solution-end}" not in text
+    assert all(not cell.get("outputs") and cell.get("execution_count") is None
+               for cell in student.cells if cell.cell_type == "code"), "outputs left in a student notebook"
+    student_code = [cell.source for cell in student.cells if cell.cell_type == "code"]
+    hidden = [cell.source for cell in solution_cells(full) if cell.cell_type == "code"]
+    assert hidden, f"{relative} has no solution code cells to remove"
+    assert not [source for source in hidden if source in student_code], "a solution cell survived"
+    kept = [cell.source for cell in full.cells if cell.cell_type == "code" and cell.source not in hidden]
+    assert student_code == kept, "a cell outside the solutions was lost"
+    exercises = text.count("{exercise-start}")
+    assert exercises == markdown_count(full, "{exercise-start}") and exercises >= 1, "an exercise was lost"
+    checks = [source for source in student_code if "check" in source and "..." in source]
+    assert len(checks) >= exercises, "each exercise keeps its answer cell with its auto-check"
+
+
+def markdown_count(nb, needle: str) -> int:
+    return sum(cell.source.count(needle) for cell in nb.cells if cell.cell_type == "markdown")
+
+
+# ---- the remover on small notebooks ---------------------------------------------------------------------
+def md(text):
+    return new_markdown_cell(text)
+
+
+START, END = "```{solution-start} ex-1\n:class: dropdown\n```", "```{solution-end}\n```"
+EXERCISE = "```{exercise-start}\n:label: ex-1\n```\nDo it.\n```{exercise-end}\n```"
+
+
+def test_keeps_text_sharing_a_cell_with_a_block_marker():
+    answer = new_code_cell("answer = ...\ncheck(answer)")
+    answer.outputs, answer.execution_count = [new_output("stream", name="stdout", text="x\n")], 1
+    nb = new_notebook(cells=[md(EXERCISE), answer, md("Before.\n\n" + START), new_code_cell(SOLUTION_TEXT),
+                             md(END + "\n\nNext exercise."), md("## Further reading")])
+    student = edition.clear_outputs(edition.strip_solutions(nb, "t.ipynb"))
+    sources = [cell.source for cell in student.cells]
+    assert sources == [EXERCISE, "answer = ...\ncheck(answer)", "Before.", "Next exercise.", "## Further reading"]
+    assert student.cells[1].outputs == [] and student.cells[1].execution_count is None
+
+
+BAD_NOTEBOOKS = {
+    "unclosed": ([md(EXERCISE), md(START), new_code_cell("x = 1")], "never closed"),
+    "nested": ([md(START), md(START), new_code_cell("x = 1"), md(END), md(END)], "nested"),
+    "stray": ([md(EXERCISE), new_code_cell("x = 1"), md(END)], "stray"),
+    "ungated": ([md("```{solution} ex-1\n:class: dropdown\nx = 1\n```")], "ungated"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_NOTEBOOKS)
+def test_bad_blocks_fail_loudly_naming_the_notebook(tmp_path, case):
+    cells, reason = BAD_NOTEBOOKS[case]
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/99_bad\n")
+    (tmp_path / "intro.md").write_text("# Intro\n")
+    nbformat.write(new_notebook(cells=cells), tmp_path / "chapters" / "99_bad.ipynb")
+    result = run_tool("--root", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0, f"a {case} solution block was accepted"
+    assert "chapters/99_bad.ipynb" in result.stderr and "cell" in result.stderr and reason in result.stderr, \
+        result.stderr
+    assert not (tmp_path / "out" / "chapters" / "99_bad.ipynb").exists()
+
+
+# ---- the Sphinx extension ---------------------------------------------------------------------------------
+PAGE = f"""# Page
+
+```{{exercise-start}}
+:label: ex-1
+```
+Compute the answer.
+```{{exercise-end}}
+```
+
+```{{solution-start}} ex-1
+:class: dropdown
+```
+The answer is {SOLUTION_TEXT}.
+```{{solution-end}}
+```
+
+Text after the solution.
+"""
+
+
+def build(tmp_path, student_edition: bool):
+    src, out = tmp_path / "src", tmp_path / "html"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(TOOLS / 'sphinx')!r})\n"
+        "extensions = ['myst_parser', 'sphinx_exercise', 'student_edition']\n"
+        f"student_edition = {student_edition}\nexercise_style = 'solution_follow_exercise'\n")
+    (src / "index.md").write_text(PAGE)
+    assert build_main(["-W", "-q", "-b", "html", str(src), str(out)]) == 0, "the tiny Sphinx build failed"
+    return out
+
+
+@pytest.mark.parametrize("config, env, removed", [(False, None, False), (True, None, True), (False, "1", True)],
+                         ids=["full", "config-flag", "env-flag"])
+def test_sphinx_extension(tmp_path, monkeypatch, config, env, removed):
+    if env:
+        monkeypatch.setenv("MLOPS_LAB_STUDENT_EDITION", env)
+    else:
+        monkeypatch.delenv("MLOPS_LAB_STUDENT_EDITION", raising=False)
+    html = (build(tmp_path, config) / "index.html").read_text()
+    assert "Compute the answer." in html and "Text after the solution." in html
+    assert (SOLUTION_TEXT in html) is not removed
+    assert ('class="solution' in html) is not removed
+    assert (tmp_path / "html" / "_sources").exists() is not removed, "student HTML must not copy sources"
+
+
+def test_refuses_to_write_over_the_instructor_notebooks():
+    for out in (ROOT, ROOT / "chapters"):
+        result = run_tool("--out", str(out))
+        assert result.returncode != 0 and "instructor notebooks" in result.stderr, result.stderr
+
+
+def test_removes_stale_student_notebooks(tmp_path):
+    stale = tmp_path / "chapters" / "99_removed_chapter.ipynb"
+    stale.parent.mkdir()
+    nbformat.write(new_notebook(), stale)
+    assert run_tool("--out", str(tmp_path)).returncode == 0
+    assert not stale.exists(), "a chapter no longer in _toc.yml would still be tested"

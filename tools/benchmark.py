@@ -1,0 +1,209 @@
+"""THE benchmark: each chapter's wall time and peak memory, against the book's budget.
+
+    python tools/benchmark.py [chapters/01_maturity_levels.ipynb ...] [--cores 1] [--json FILE]
+
+Runs every chapter in ``_toc.yml`` (or the notebooks given), one at a time, each in a fresh kernel started
+in the chapter's folder, the way Binder would (one core, by default). A thread samples every 0.1 s the
+summed RSS of the kernel and all its descendants (the servers a chapter starts). RSS counts pages shared
+between processes once per process, so the sum errs on the high side. The budget: at most 90 s and 1.5 GB
+(1536 MB) a chapter; the exit status is non-zero if any chapter is over budget, fails, or leaves a process
+running after its kernel has gone (such processes are reported and stopped).
+
+Prints a Markdown table; ``--json FILE`` also writes the rows. Speed is measured here, never in timed tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+import psutil
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from student_edition import ROOT, toc_notebooks  # noqa: E402  (the shared _toc.yml reader)
+
+BUDGET_SECONDS = 90
+BUDGET_MB = 1536
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
+
+
+@dataclass
+class Row:
+    chapter: str
+    seconds: float = 0.0
+    peak_mb: float = 0.0
+    verdict: str = "FAIL"
+    error: str = ""
+    leftovers: list[str] = field(default_factory=list)
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed RSS of a process and its descendants; pins every thread it sees to ``cpus``."""
+
+    def __init__(self, pid: int, cpus: set[int] | None, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.root, self.cpus, self.interval = psutil.Process(pid), cpus, interval
+        self.peak_bytes, self.seen, self.pinned = 0, {}, set()
+        self.done, self.lock = threading.Event(), threading.Lock()
+
+    def family(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def pin(self, proc: psutil.Process) -> None:
+        if not self.cpus or not hasattr(os, "sched_setaffinity"):
+            return
+        try:  # sched_setaffinity acts on one thread: pin each (new threads and children inherit it)
+            for thread in proc.threads():
+                if thread.id not in self.pinned:
+                    os.sched_setaffinity(thread.id, self.cpus)
+                    self.pinned.add(thread.id)
+        except (psutil.Error, OSError):
+            pass
+
+    def sample(self) -> None:
+        with self.lock:
+            total = 0
+            for proc in self.family():
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.seen.setdefault(proc.pid, proc)
+                self.pin(proc)
+            self.peak_bytes = max(self.peak_bytes, total)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.sample()
+            self.done.wait(self.interval)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def leftovers(self, grace: float = 3.0) -> list[str]:
+        """Descendants still running after the kernel has gone: stop them, and name them."""
+        others = [proc for pid, proc in self.seen.items() if pid != self.root.pid]
+        _, alive = psutil.wait_procs(others, timeout=grace)
+        names = []
+        for proc in alive:
+            try:
+                names.append(" ".join(proc.cmdline())[:80] or proc.name())
+                proc.kill()
+            except psutil.Error:
+                pass
+        return names
+
+
+def kernel_env() -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, **QUIET_ENV, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+
+def run_chapter(path: Path, cpus: set[int] | None, timeout: int) -> Row:
+    """Execute one notebook in a fresh kernel, measuring it."""
+    row = Row(chapter=str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    samplers: list[TreeSampler] = []
+
+    def on_start(**_):
+        sampler = TreeSampler(client.km.provisioner.pid, cpus)
+        sampler.sample()  # pin the kernel before its first cell
+        sampler.start()
+        samplers.append(sampler)
+
+    def on_cell(**_):  # also sample at the end of each cell, so a short-lived process is seen
+        for sampler in samplers:
+            sampler.sample()
+
+    client.on_notebook_start, client.on_cell_executed = on_start, on_cell
+    start = time.perf_counter()
+    try:
+        client.execute(env=kernel_env())
+    except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError) as error:
+        row.error = first_line(error)
+    finally:
+        row.seconds = time.perf_counter() - start
+        for sampler in samplers:
+            sampler.stop()
+            row.peak_mb = sampler.peak_bytes / 2**20
+            row.leftovers = sampler.leftovers()
+    row.verdict = verdict(row)
+    return row
+
+
+def first_line(error: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):  # the exception line of the cell's traceback, if there is one
+        if "Error" in line or "Exception" in line:
+            return line.strip()[:200]
+    return (lines[-1] if lines else type(error).__name__)[:200]
+
+
+def verdict(row: Row) -> str:
+    if row.error:
+        return "FAIL"
+    if row.leftovers:
+        return "LEFTOVER"
+    over = [f"{row.seconds:.0f} s > {BUDGET_SECONDS} s"] if row.seconds > BUDGET_SECONDS else []
+    over += [f"{row.peak_mb:.0f} MB > {BUDGET_MB} MB"] if row.peak_mb > BUDGET_MB else []
+    return f"OVER ({'; '.join(over)})" if over else "PASS"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| chapter | wall s | peak MB | budget (90 s, 1536 MB) |", "|---|---:|---:|---|"]
+    lines += [f"| {r.chapter} | {r.seconds:.1f} | {r.peak_mb:.0f} | {r.verdict} |" for r in rows]
+    for r in rows:
+        if r.error:
+            lines.append(f"\n{r.chapter}: {r.error}")
+        if r.leftovers:
+            lines.append(f"\n{r.chapter}: left running after its kernel exited (now stopped): "
+                         + "; ".join(r.leftovers))
+    return "\n".join(lines)
+
+
+def pick_cpus(cores: int) -> set[int] | None:
+    if cores <= 0 or not hasattr(os, "sched_getaffinity"):
+        return None
+    return set(sorted(os.sched_getaffinity(0))[:cores])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="chapters to run (default: all in _toc.yml)")
+    parser.add_argument("--cores", type=int, default=1, help="CPUs to pin the kernel to (0: no pinning)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+    os.environ.update(QUIET_ENV)
+    notebooks = [p.resolve() for p in args.notebooks] or [ROOT / p for p in toc_notebooks(ROOT)]
+    cpus = pick_cpus(args.cores)
+    print(f"benchmark: {len(notebooks)} chapter(s), kernel pinned to CPU(s) {sorted(cpus) if cpus else 'any'}",
+          file=sys.stderr)
+    rows = []
+    for path in notebooks:
+        print(f"running {path.name} ...", file=sys.stderr, flush=True)
+        rows.append(run_chapter(path, cpus, args.timeout))
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    return 0 if all(r.verdict == "PASS" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
