@@ -45,8 +45,10 @@ book-checks: $(STAMP)
 student-book: $(STAMP)
 	MLOPS_LAB_STUDENT_EDITION=1 $(BOOK) --path-output _build/student-book
 
+# Chapter seconds and peak memory against the budget, then the micro-benchmarks (tools/bench_*.py).
 benchmark: $(STAMP)
 	$(PY) tools/benchmark.py
+	for bench in $(wildcard tools/bench_*.py); do $(PY) $$bench || exit 1; done
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
