@@ -1,0 +1,291 @@
+"""Monitoring a model in production: metrics scraped from servers, delayed labels, alarms, and a report.
+
+- :func:`scrape` / :func:`parse_metrics` read the Prometheus text format that the router and the model
+  server expose on ``/metrics`` (with ``prometheus_client.parser``) into a tidy DataFrame, and
+  :func:`histogram_quantile` estimates a latency percentile from histogram buckets the way Prometheus does.
+- :func:`join_labels` joins captured predictions with ground truth that arrives days or weeks later, as of a
+  given time (only labels known by then), and :func:`rolling_metrics` computes accuracy and AUC per window
+  with their uncertainty (Wilson interval for accuracy; Hanley-McNeil standard error for AUC), because a
+  window of 200 labelled loans says much less than one of 5,000.
+- :class:`AlarmRule` is a CloudWatch-style alarm: a statistic over each ``period``, compared with a
+  ``threshold``; ALARM when ``datapoints_to_alarm`` of the last ``evaluation_periods`` periods breach ("M out
+  of N"), INSUFFICIENT_DATA before there are N periods, missing periods treated as CloudWatch's
+  ``treat_missing_data`` says.
+- :func:`markdown_report` writes the Markdown report that CML would post on a pull request (a metrics
+  table, alarm states, plots), and :func:`report_html` renders it (plots inlined) to show it in a notebook.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# ---- Prometheus -----------------------------------------------------------------------------------------
+
+
+def parse_metrics(text: str) -> pd.DataFrame:
+    """Prometheus exposition text -> one row per sample: ``name``, ``labels`` (a dict), ``value``, ``type``.
+
+    Histogram samples keep their suffixes (``_bucket`` with an ``le`` label, ``_sum``, ``_count``).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rows = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            rows.append({"family": family.name, "type": family.type, "name": sample.name,
+                         "labels": dict(sample.labels), "value": float(sample.value)})
+    return pd.DataFrame(rows, columns=["family", "type", "name", "labels", "value"])
+
+
+def scrape(url: str, timeout: float = 5) -> pd.DataFrame:
+    """GET ``url`` (a ``/metrics`` endpoint) and parse it; what a Prometheus server does every 15 s."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return parse_metrics(response.read().decode())
+
+
+def metric_value(samples: pd.DataFrame, name: str, **labels) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels`` (0.0 when there are none)."""
+    chosen = samples[samples["name"] == name]
+    if labels:
+        chosen = chosen[[all(s.get(k) == str(v) for k, v in labels.items()) for s in chosen["labels"]]]
+    return float(chosen["value"].sum())
+
+
+def histogram_buckets(samples: pd.DataFrame, name: str, **labels) -> pd.Series:
+    """Cumulative bucket counts of histogram ``name`` (summed over other labels), indexed by upper bound."""
+    chosen = samples[samples["name"] == f"{name}_bucket"]
+    if labels:
+        chosen = chosen[[all(s.get(k) == str(v) for k, v in labels.items()) for s in chosen["labels"]]]
+    bounds = [float(s["le"]) for s in chosen["labels"]]
+    return pd.Series(chosen["value"].to_numpy(), index=bounds).groupby(level=0).sum().sort_index()
+
+
+def histogram_quantile(q: float, buckets: pd.Series) -> float:
+    """Prometheus's ``histogram_quantile``: linear interpolation inside the bucket that holds quantile q.
+
+    ``buckets``: cumulative counts indexed by upper bound, ending with +Inf. If the quantile falls in the
+    +Inf bucket, the highest finite bound is returned (Prometheus does the same). NaN with no observations.
+    """
+    bounds, counts = buckets.index.to_numpy(float), buckets.to_numpy(float)
+    if len(counts) == 0 or counts[-1] == 0:
+        return float("nan")
+    rank = q * counts[-1]
+    i = int(np.searchsorted(counts, rank, side="left"))
+    if i >= len(bounds) - 1 and math.isinf(bounds[-1]):
+        return float(bounds[-2]) if len(bounds) > 1 else float("nan")
+    lower_bound = 0.0 if i == 0 else bounds[i - 1]
+    lower_count = 0.0 if i == 0 else counts[i - 1]
+    inside = counts[i] - lower_count
+    if inside <= 0:
+        return float(bounds[i])
+    return float(lower_bound + (bounds[i] - lower_bound) * (rank - lower_count) / inside)
+
+
+# ---- delayed labels and model quality --------------------------------------------------------------------
+
+
+def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, as_of=None, key: str = "application_id",
+                label_time: str = "label_time") -> pd.DataFrame:
+    """Captured predictions with the ground truth known at ``as_of`` (all labels when None).
+
+    A prediction whose label has not arrived yet keeps ``label`` = NaN: it must not count as right or
+    wrong, and the share that is labelled (the *coverage*) is itself worth watching.
+    """
+    known = labels if as_of is None else labels[labels[label_time] <= as_of]
+    joined = predictions.merge(known[[key, "label", label_time]], on=key, how="left", validate="one_to_one")
+    return joined
+
+
+def wilson_interval(successes, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for a proportion: sensible even at 0 or n successes and small n."""
+    successes, n = np.asarray(successes, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = successes / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def auc_with_se(y_true, score) -> tuple[float, float]:
+    """ROC AUC (ties count one half) and its Hanley-McNeil (1982) standard error; NaNs if one class only."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, float)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan"), float("nan")
+    ranks = stats.rankdata(s)
+    auc = (ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return float(auc), float(math.sqrt(max(var, 0.0)))
+
+
+def rolling_metrics(joined: pd.DataFrame, window: str = "7D", time: str = "timestamp", score: str = "score",
+                    threshold: float = 0.5, z: float = 1.96) -> pd.DataFrame:
+    """Accuracy and AUC per ``window`` of prediction time, on the rows whose label has arrived.
+
+    Columns: n (labelled), coverage (labelled share), accuracy with its Wilson interval, auc with a normal
+    interval from the Hanley-McNeil standard error.
+    """
+    frame = joined.set_index(pd.to_datetime(joined[time])).sort_index()
+    rows = []
+    for start, group in frame.groupby(pd.Grouper(freq=window)):
+        labelled = group[group["label"].notna()]
+        y = labelled["label"].to_numpy(int)
+        right = int(((labelled[score].to_numpy() >= threshold) == y).sum())
+        low, high = wilson_interval(right, len(labelled), z)
+        auc, se = auc_with_se(y, labelled[score]) if len(labelled) else (float("nan"), float("nan"))
+        rows.append({"window_start": start, "predictions": len(group), "n": len(labelled),
+                     "coverage": len(labelled) / len(group) if len(group) else float("nan"),
+                     "accuracy": right / len(labelled) if len(labelled) else float("nan"),
+                     "accuracy_low": float(low), "accuracy_high": float(high),
+                     "auc": auc, "auc_low": auc - z * se, "auc_high": auc + z * se})
+    return pd.DataFrame(rows).set_index("window_start")
+
+
+# ---- CloudWatch-style alarms ------------------------------------------------------------------------------
+COMPARISONS = {
+    "GreaterThanThreshold": np.greater, "GreaterThanOrEqualToThreshold": np.greater_equal,
+    "LessThanThreshold": np.less, "LessThanOrEqualToThreshold": np.less_equal,
+}
+STATISTICS = ("mean", "sum", "max", "min", "count", "p50", "p90", "p95", "p99")
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """A CloudWatch-style metric alarm.
+
+    Each ``period`` (a pandas frequency such as ``"1min"`` or ``"1D"``) reduces the metric's data points to
+    one value with ``statistic``; a period *breaches* when ``value <comparison> threshold``. The alarm is
+    in ALARM when at least ``datapoints_to_alarm`` of the last ``evaluation_periods`` periods breach (M out
+    of N), OK otherwise, and INSUFFICIENT_DATA until N periods have been seen (or when none of the last N
+    has data). A period with no data is handled by ``treat_missing_data``: ``"missing"`` (neither breaches
+    nor not), ``"notBreaching"``, ``"breaching"``, or ``"ignore"`` (keep the previous state).
+    """
+
+    name: str
+    threshold: float
+    period: str = "1min"
+    evaluation_periods: int = 3
+    datapoints_to_alarm: int = 3
+    comparison: str = "GreaterThanThreshold"
+    statistic: str = "mean"
+    treat_missing_data: str = "missing"
+
+    def __post_init__(self):
+        if self.comparison not in COMPARISONS:
+            raise ValueError(f"comparison must be one of {list(COMPARISONS)}, got {self.comparison!r}")
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {STATISTICS}, got {self.statistic!r}")
+        if not 1 <= self.datapoints_to_alarm <= self.evaluation_periods:
+            raise ValueError("need 1 <= datapoints_to_alarm <= evaluation_periods "
+                             f"(got {self.datapoints_to_alarm} of {self.evaluation_periods})")
+        if self.treat_missing_data not in ("missing", "notBreaching", "breaching", "ignore"):
+            raise ValueError(f"unknown treat_missing_data {self.treat_missing_data!r}")
+
+    def datapoints(self, series: pd.Series) -> pd.Series:
+        """One value per period (NaN for a period without data)."""
+        grouped = series.sort_index().resample(self.period)
+        if self.statistic.startswith("p"):
+            return grouped.quantile(int(self.statistic[1:]) / 100)
+        values = getattr(grouped, self.statistic)()
+        if self.statistic in ("sum", "count"):  # an empty period has no data, not a zero
+            values = values.where(grouped.count() > 0)
+        return values
+
+    def evaluate(self, series: pd.Series) -> pd.DataFrame:
+        """The alarm's state after every period of ``series`` (a metric indexed by time)."""
+        values = self.datapoints(series)
+        breach = pd.Series(COMPARISONS[self.comparison](values.to_numpy(), self.threshold), index=values.index)
+        missing = values.isna()
+        states, previous = [], "INSUFFICIENT_DATA"
+        window: list[bool | None] = []
+        for value_missing, breaching in zip(missing, breach):
+            if value_missing:
+                point = {"missing": None, "notBreaching": False, "breaching": True, "ignore": "skip"}[
+                    self.treat_missing_data]
+            else:
+                point = bool(breaching)
+            if point == "skip":
+                states.append(previous)
+                continue
+            window = (window + [point])[-self.evaluation_periods:]
+            seen = [p for p in window if p is not None]
+            if sum(seen) >= self.datapoints_to_alarm:
+                state = "ALARM"
+            elif len(window) < self.evaluation_periods or not seen:
+                state = "INSUFFICIENT_DATA"  # not yet N periods, or every one of them without data
+            else:
+                state = "OK"
+            states.append(state)
+            previous = state
+        return pd.DataFrame({"value": values, "breaching": breach & ~missing, "state": states})
+
+    def transitions(self, series: pd.Series) -> pd.DataFrame:
+        """Only the periods where the state changed: what CloudWatch would notify about."""
+        table = self.evaluate(series)
+        changed = table["state"] != table["state"].shift()
+        return table[changed]
+
+    def describe(self) -> str:
+        op = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=", "LessThanThreshold": "<",
+              "LessThanOrEqualToThreshold": "<="}[self.comparison]
+        return (f"{self.name}: {self.statistic} over {self.period} {op} {self.threshold:g} for "
+                f"{self.datapoints_to_alarm} of {self.evaluation_periods} periods")
+
+
+# ---- CML-style report ---------------------------------------------------------------------------------------
+
+
+def figure_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def markdown_report(title: str, metrics: pd.DataFrame, alarms: Mapping[str, str] | None = None,
+                    figures: Mapping[str, str | Path] | None = None, notes: Iterable[str] = (),
+                    floatfmt: str = ".3f") -> str:
+    """The Markdown a CML job posts on a pull request (``cml comment create report.md``).
+
+    ``metrics``: a table (rendered with DataFrame.to_markdown); ``alarms``: alarm name -> state (ALARM is
+    marked so it stands out); ``figures``: caption -> image path *relative to the report* (CML uploads the
+    images it finds and rewrites the links).
+    """
+    lines = [f"## {title}", ""]
+    lines += [f"- {note}" for note in notes]
+    if notes:
+        lines.append("")
+    lines += [metrics.to_markdown(floatfmt=floatfmt), ""]
+    if alarms:
+        lines += ["| alarm | state |", "|---|---|"]
+        lines += [f"| {name} | {'**ALARM**' if state == 'ALARM' else state} |" for name, state in alarms.items()]
+        lines.append("")
+    for caption, path in (figures or {}).items():
+        lines += [f"![{caption}]({Path(path).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def report_html(markdown: str, folder: str | Path) -> str:
+    """Render the report as HTML, inlining its images from ``folder`` as data URIs (what the PR shows)."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    def inline(match):
+        path = Path(folder) / match.group(2)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    markdown = re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", inline, markdown)
+    html = MarkdownIt("commonmark").enable("table").render(markdown)
+    return f'<div class="cml-report" style="border:1px solid #ccc;padding:0.5em 1em;">{html}</div>'

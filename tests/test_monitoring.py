@@ -1,0 +1,178 @@
+"""Monitoring: Prometheus parsing, delayed labels, metrics with uncertainty, CloudWatch-style alarms, report."""
+from __future__ import annotations
+
+import http.server
+import threading
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from sklearn.metrics import roc_auc_score
+
+from mlops_lab.monitoring import (AlarmRule, auc_with_se, histogram_buckets, histogram_quantile, join_labels,
+                                  markdown_report, metric_value, parse_metrics, report_html, rolling_metrics,
+                                  scrape, wilson_interval)
+
+
+@pytest.fixture
+def exposition():
+    registry = CollectorRegistry()
+    requests = Counter("demo_requests", "requests", ["status"], registry=registry)
+    latency = Histogram("demo_latency_seconds", "latency", buckets=(0.01, 0.02, 0.05, 0.1), registry=registry)
+    requests.labels("200").inc(90)
+    requests.labels("500").inc(10)
+    for value in [0.005] * 50 + [0.015] * 30 + [0.04] * 15 + [0.2] * 5:
+        latency.observe(value)
+    return generate_latest(registry).decode()
+
+
+def test_parse_metrics_counters_and_histograms(exposition):
+    samples = parse_metrics(exposition)
+    assert metric_value(samples, "demo_requests_total") == 100
+    assert metric_value(samples, "demo_requests_total", status="500") == 10
+    assert metric_value(samples, "demo_requests_total", status="404") == 0
+    buckets = histogram_buckets(samples, "demo_latency_seconds")
+    assert buckets.tolist() == [50, 80, 95, 95, 100] and np.isinf(buckets.index[-1])
+    assert metric_value(samples, "demo_latency_seconds_count") == 100
+
+
+def test_histogram_quantile_interpolates_like_prometheus(exposition):
+    buckets = histogram_buckets(parse_metrics(exposition), "demo_latency_seconds")
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.01)          # rank 50 = top of bucket 1
+    assert histogram_quantile(0.65, buckets) == pytest.approx(0.015)        # half way through (0.01, 0.02]
+    assert histogram_quantile(0.25, buckets) == pytest.approx(0.005)        # from 0 within the first bucket
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.1)          # +Inf bucket: highest finite bound
+    assert np.isnan(histogram_quantile(0.5, pd.Series([0.0, 0.0], index=[0.1, np.inf])))
+
+
+def test_scrape_reads_a_real_http_endpoint(exposition):
+    body = exposition.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        samples = scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert metric_value(samples, "demo_requests_total", status="200") == 90
+
+
+def test_join_labels_as_of_keeps_unlabelled_predictions():
+    predictions = pd.DataFrame({"application_id": [1, 2, 3], "score": [0.9, 0.2, 0.6]})
+    labels = pd.DataFrame({"application_id": [1, 2, 3], "label": [1, 0, 0],
+                           "label_time": pd.to_datetime(["2024-02-01", "2024-03-01", "2024-04-01"])})
+    joined = join_labels(predictions, labels, as_of=pd.Timestamp("2024-03-15"))
+    assert joined["label"].tolist()[:2] == [1, 0] and np.isnan(joined["label"].iloc[2])
+    assert join_labels(predictions, labels)["label"].notna().all()
+    with pytest.raises(pd.errors.MergeError):
+        join_labels(predictions, pd.concat([labels, labels]))
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(8, 10)
+    assert (float(low), float(high)) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # the textbook example
+    low, high = wilson_interval(0, 20)
+    assert float(low) == pytest.approx(0.0, abs=1e-12) and 0 < float(high) < 0.2
+
+
+def test_auc_matches_sklearn_and_se_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    y = rng.random(2000) < 0.2
+    score = rng.normal(y * 1.0, 1.0)
+    auc, se = auc_with_se(y, score)
+    assert auc == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    _, se_small = auc_with_se(y[:200], score[:200])
+    assert 0 < se < se_small
+    # Hanley-McNeil is close to the spread of bootstrap AUCs
+    boot = [roc_auc_score(y[i], score[i]) for i in (rng.integers(0, 2000, 2000) for _ in range(200))]
+    assert se == pytest.approx(np.std(boot), rel=0.3)
+    assert np.isnan(auc_with_se([1, 1], [0.2, 0.3])[0])
+
+
+def test_rolling_metrics_windows_and_coverage():
+    rng = np.random.default_rng(1)
+    times = pd.date_range("2024-01-01", periods=1400, freq="h")
+    y = (rng.random(1400) < 0.3).astype(int)
+    joined = pd.DataFrame({"timestamp": times, "score": np.clip(y * 0.4 + rng.random(1400) * 0.6, 0, 1),
+                           "label": np.where(np.arange(1400) < 1000, y, np.nan)})
+    table = rolling_metrics(joined, window="7D")
+    assert table["predictions"].sum() == 1400
+    assert table["n"].sum() == 1000
+    assert table["coverage"].iloc[0] == 1.0 and table["coverage"].iloc[-1] == 0.0
+    full = table[table["n"] > 0]
+    assert ((full["accuracy_low"] <= full["accuracy"]) & (full["accuracy"] <= full["accuracy_high"])).all()
+    assert (full["auc_low"] < full["auc"]).all()
+
+
+def minute_series(values, start="2024-01-01 00:00"):
+    return pd.Series(values, index=pd.date_range(start, periods=len(values), freq="1min"), dtype=float)
+
+
+def test_alarm_m_out_of_n():
+    rule = AlarmRule("errors", threshold=5, period="1min", evaluation_periods=3, datapoints_to_alarm=2)
+    table = rule.evaluate(minute_series([1, 9, 1, 1, 9, 9, 1, 1, 1]))
+    # windows of 3: [1 9 1] one breach, [9 1 1] one, [1 1 9] one, [1 9 9] two: ALARM, [9 9 1] two, [9 1 1] one
+    assert table["state"].tolist() == ["INSUFFICIENT_DATA", "INSUFFICIENT_DATA", "OK", "OK", "OK",
+                                       "ALARM", "ALARM", "OK", "OK"]
+    assert rule.transitions(minute_series([1, 9, 1, 1, 9, 9, 1, 1, 1]))["state"].tolist() == [
+        "INSUFFICIENT_DATA", "OK", "ALARM", "OK"]
+    one_spike = AlarmRule("errors", threshold=5, evaluation_periods=3, datapoints_to_alarm=3)
+    assert "ALARM" not in one_spike.evaluate(minute_series([9, 9, 1, 9, 9, 1]))["state"].tolist()
+
+
+def test_alarm_statistics_periods_and_missing_data():
+    index = pd.to_datetime(["2024-01-01 00:00:10", "2024-01-01 00:00:50", "2024-01-01 00:02:30"])
+    series = pd.Series([2.0, 10.0, 10.0], index=index)
+    mean_rule = AlarmRule("m", threshold=5, evaluation_periods=1, datapoints_to_alarm=1)
+    assert mean_rule.datapoints(series).iloc[0] == 6.0
+    assert mean_rule.evaluate(series)["state"].tolist() == ["ALARM", "INSUFFICIENT_DATA", "ALARM"]
+    ignore = AlarmRule("m", threshold=5, evaluation_periods=1, datapoints_to_alarm=1, treat_missing_data="ignore")
+    assert ignore.evaluate(series)["state"].tolist() == ["ALARM", "ALARM", "ALARM"]
+    breaching = AlarmRule("m", threshold=100, evaluation_periods=1, datapoints_to_alarm=1,
+                          treat_missing_data="breaching")
+    assert breaching.evaluate(series)["state"].tolist() == ["OK", "ALARM", "OK"]
+    p99 = AlarmRule("latency", threshold=0.5, statistic="p99", comparison="GreaterThanOrEqualToThreshold",
+                    evaluation_periods=1, datapoints_to_alarm=1)
+    assert p99.evaluate(minute_series([0.1, 0.6]))["state"].tolist() == ["OK", "ALARM"]
+    low_acc = AlarmRule("accuracy", threshold=0.8, period="1D", comparison="LessThanThreshold",
+                        evaluation_periods=2, datapoints_to_alarm=2)
+    assert "LessThanThreshold" in low_acc.comparison and "< 0.8" in low_acc.describe()
+    with pytest.raises(ValueError, match="datapoints_to_alarm"):
+        AlarmRule("bad", threshold=1, evaluation_periods=2, datapoints_to_alarm=3)
+    with pytest.raises(ValueError, match="comparison"):
+        AlarmRule("bad", threshold=1, comparison=">")
+
+
+def test_markdown_report_and_html(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(tmp_path / "plot.png")
+    plt.close(fig)
+    metrics = pd.DataFrame({"accuracy": [0.91234, 0.85]}, index=pd.Index(["champion", "challenger"], name="model"))
+    text = markdown_report("Model monitor", metrics, alarms={"accuracy_low": "ALARM", "latency_p99": "OK"},
+                           figures={"accuracy over time": "plot.png"}, notes=["window: 7 days"])
+    assert text.startswith("## Model monitor")
+    assert "0.912" in text and "0.91234" not in text
+    assert "| accuracy_low | **ALARM** |" in text and "| latency_p99 | OK |" in text
+    assert "![accuracy over time](plot.png)" in text
+    html = report_html(text, tmp_path)
+    assert "<table>" in html and "data:image/png;base64," in html and "<strong>ALARM</strong>" in html
+    with pytest.raises(FileNotFoundError):
+        report_html(text, tmp_path / "elsewhere")
