@@ -8,6 +8,8 @@ here. The public functions, stable from chapter 04 on:
     and *explicit* ``pip_requirements`` (MLflow otherwise infers them in a subprocess: about 4 s instead of
     about 1 s). Registers it too when ``registered_model_name`` is given. Returns MLflow's ``ModelInfo``
     (``.model_uri``, ``.run_id``, ``.registered_model_version``).
+``model_input(frame) -> DataFrame``
+    The feature columns as a scoring request carries them (categories as strings), for ``pyfunc`` models.
 ``register(model_uri, name, tags=None) -> ModelVersion``
     Register a logged model as a new version of ``name``.
 ``set_alias(name, alias, version)``
@@ -41,7 +43,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from .models import evaluate
-from .simulator import FEATURES
+from .simulator import CATEGORICAL, FEATURES
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # What the model needs to be loaded elsewhere. Given explicitly, MLflow skips inferring it (a subprocess
@@ -55,6 +57,15 @@ class AliasNotFound(LookupError):
     """A registered model or one of its aliases does not exist; the message lists what does."""
 
 
+def model_input(frame: pandas.DataFrame) -> pandas.DataFrame:
+    """The model's input as a scoring request carries it: the feature columns, categories as plain strings.
+
+    MLflow's schema enforcement (``pyfunc`` models, scoring servers) refuses pandas' ``category`` dtype
+    ("Can not safely convert category"), and JSON has no such type anyway.
+    """
+    return frame[FEATURES].astype({column: str for column in CATEGORICAL})
+
+
 def model_uri(name: str, alias: str = CHAMPION) -> str:
     """``models:/name@alias``: the URI a deployment loads, independent of version numbers."""
     return f"models:/{name}@{alias}"
@@ -65,12 +76,11 @@ def log_credit_model(model, train_frame: pandas.DataFrame, *, name: str = "model
                      input_rows: int = 3):
     """Log a fitted credit pipeline with signature, input example and explicit pip requirements.
 
-    The signature is inferred from ``train_frame[FEATURES]`` and the model's P(default) (the pyfunc flavour
+    The signature is inferred from the first rows of ``model_input(train_frame)`` and the model's P(default) (the pyfunc flavour
     serves ``predict_proba``, so a scoring server returns probabilities, not bare 0/1 decisions).
     Logs into the active run, or starts and ends a run of its own if none is active.
     """
-    features = train_frame[FEATURES]
-    example = features.head(input_rows)
+    example = model_input(train_frame.head(input_rows))
     with warnings.catch_warnings():
         # "Inferred schema contains integer column(s)": our features never have missing values.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)

@@ -43,6 +43,12 @@ def test_log_credit_model_records_signature_example_and_requirements(store, data
     assert "scikit-learn==" in open(requirements).read()
     loaded = mlflow.sklearn.load_model(info.model_uri)
     assert evaluate(loaded, data["holdout"]) == evaluate(model, data["holdout"])
+    served = mlflow.pyfunc.load_model(info.model_uri)  # enforces the signature, as a scoring server does
+    probabilities = served.predict(registry.model_input(data["holdout"].head(20)))
+    assert probabilities.shape == (20, 2)
+    assert abs(probabilities - model.predict_proba(data["holdout"][FEATURES].head(20))).max() < 1e-12
+    with pytest.raises(mlflow.exceptions.MlflowException, match="income"):
+        served.predict(registry.model_input(data["holdout"].head(3)).drop(columns="income"))
 
 
 def test_log_credit_model_starts_its_own_run_when_none_is_active(store, data):
