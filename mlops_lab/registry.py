@@ -3,6 +3,12 @@
 Chapter 04 teaches these steps in the notebook; later chapters (deployment, retraining) reuse them from
 here. The public functions, stable from chapter 04 on:
 
+``start_tracking(chapter, experiment, model) -> Tracking``
+    Make ``experiment`` the active MLflow experiment and return the names to use. With the chapter's own
+    SQLite store the names are used as given and artifacts go to ``workspace/<chapter>/mlartifacts``
+    (MLflow's default, ``./mlruns``, would land in the notebook's folder). On a shared class server each
+    run of a chapter gets names of its own (``-<user>-<date>-<time>``), so students, and a second run, never
+    move each other's aliases.
 ``log_credit_model(model, train_frame, *, name="model", registered_model_name=None, tags=None)``
     Log a fitted credit pipeline to the active MLflow run (or a new one) with a signature, an input example
     and *explicit* ``pip_requirements`` (MLflow otherwise infers them in a subprocess: about 4 s instead of
@@ -29,6 +35,8 @@ Aliases replace MLflow's deprecated stages (Staging/Production): a deployment lo
 """
 from __future__ import annotations
 
+import getpass
+import time
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -55,6 +63,32 @@ METRICS = ("auc", "accuracy")  # both: higher is better (see mlops_lab.models.ev
 
 class AliasNotFound(LookupError):
     """A registered model or one of its aliases does not exist; the message lists what does."""
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """The names a chapter logs and registers under (see :func:`start_tracking`)."""
+
+    experiment: str
+    experiment_id: str
+    model: str
+
+
+def start_tracking(chapter, experiment: str, model: str) -> Tracking:
+    """Activate ``experiment`` for ``chapter`` (a :class:`mlops_lab.chapter.Chapter`); return the names to use."""
+    if chapter.uses_class_server:
+        suffix = f"-{getpass.getuser()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment, model = experiment + suffix, model + suffix
+    client = MlflowClient(chapter.tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        location = None if chapter.uses_class_server else (chapter.workspace / "mlartifacts").as_uri()
+        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    mlflow.set_tracking_uri(chapter.tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return Tracking(experiment, experiment_id, model)
 
 
 def model_input(frame: pandas.DataFrame) -> pandas.DataFrame:

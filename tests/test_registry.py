@@ -4,6 +4,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_lab import registry
+from mlops_lab.chapter import Chapter
 from mlops_lab.models import evaluate, train
 from mlops_lab.registry import AliasNotFound, GateDecision, promote_if_better
 from mlops_lab.simulator import FEATURES, TARGET, CreditStream, Drift
@@ -16,8 +17,11 @@ def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    # artifacts in tmp_path: MLflow's default (./mlruns) would write into the repository
+    client.create_experiment("registry-tests", artifact_location=(tmp_path / "artifacts").as_uri())
     mlflow.set_experiment("registry-tests")
-    yield MlflowClient(uri)
+    yield client
     mlflow.set_tracking_uri(None)
 
 
@@ -120,6 +124,30 @@ def test_gate_rejects_bad_arguments(store, data):
         promote_if_better(NAME, version, data["holdout"], metric="loss")
     with pytest.raises(ValueError, match="holdout is empty"):
         promote_if_better(NAME, version, data["holdout"].head(0))
+
+
+def test_start_tracking_keeps_artifacts_in_the_workspace(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    chapter = Chapter("99_demo", tmp_path, 1, uri)
+    names = registry.start_tracking(chapter, "exp", "credit")
+    assert (names.experiment, names.model) == ("exp", "credit")
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "note.txt")
+    assert run.info.experiment_id == names.experiment_id
+    assert (tmp_path / "mlartifacts").is_dir() and list((tmp_path / "mlartifacts").rglob("note.txt"))
+    assert registry.start_tracking(chapter, "exp", "credit").experiment_id == names.experiment_id  # reused
+    mlflow.set_tracking_uri(None)
+
+
+def test_start_tracking_gives_each_run_on_a_class_server_its_own_names(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'class.db'}"
+    monkeypatch.setattr("mlops_lab.chapter._CLASS_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # a class server chooses where artifacts go; here MLflow's default
+    names = registry.start_tracking(Chapter("99_demo", tmp_path / "ws", 1, uri), "exp", "credit")
+    assert names.experiment.startswith("exp-") and names.model.startswith("credit-")
+    assert names.experiment[len("exp"):] == names.model[len("credit"):]
+    assert MlflowClient(uri).get_experiment(names.experiment_id).name == names.experiment
+    mlflow.set_tracking_uri(None)
 
 
 def test_decision_is_a_plain_record():
