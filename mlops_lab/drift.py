@@ -107,33 +107,50 @@ def sorted_proportions(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarr
     return np.diff(below, prepend=0, append=len(sorted_values)) / max(len(sorted_values), 1)
 
 
-def ks_pvalue(statistic: float, n_ref: int, n_cur: int) -> float:
-    """The two-sided asymptotic p-value that scipy.stats.ks_2samp(method='asymp') reports.
+def ks_pvalues(statistics, n_ref: int, n_cur) -> np.ndarray:
+    """The two-sided asymptotic p-values that scipy.stats.ks_2samp(method='asymp') reports, vectorised.
 
     That is ``kstwo.sf(D, round(n*m/(n+m)))``, which takes tens of milliseconds when n*m/(n+m) is large
     or the p-value tiny. There (effective size above 10,000, or a p-value below 1e-6, a certain alarm
     however many features are tested) we return the limiting Kolmogorov distribution's value instead:
     within a few per cent of scipy's, and 100 times faster.
     """
-    m, n = sorted([float(n_ref), float(n_cur)], reverse=True)
-    en = np.round(m * n / (m + n))
-    limit = float(stats.kstwobign.sf(statistic * np.sqrt(en)))
-    return limit if (en > 10_000 or limit < 1e-6) else float(stats.kstwo.sf(statistic, en))
+    d = np.atleast_1d(np.asarray(statistics, dtype=float))
+    n_cur = np.broadcast_to(np.asarray(n_cur, dtype=float), d.shape)
+    big, small = np.maximum(n_ref, n_cur), np.minimum(n_ref, n_cur)
+    en = np.round(big * small / (big + small))
+    p = stats.kstwobign.sf(d * np.sqrt(en))
+    exact = (en <= 10_000) & (p >= 1e-6)
+    if exact.any():
+        p[exact] = stats.kstwo.sf(d[exact], en[exact])
+    return p
+
+
+def ks_pvalue(statistic: float, n_ref: int, n_cur: int) -> float:
+    """:func:`ks_pvalues` for one feature."""
+    return float(ks_pvalues([statistic], n_ref, n_cur)[0])
+
+
+def chi2_statistic(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, int]:
+    """Pearson's chi-square statistic of the 2 x k table [ref_counts; cur_counts] and its degrees of freedom.
+
+    Categories empty in both rows are dropped (they carry no information and would divide by zero).
+    """
+    table = np.vstack([ref_counts, cur_counts]).astype(float)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 0.0, 0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    return float(np.sum((table - expected) ** 2 / expected)), table.shape[1] - 1
 
 
 def chi2_homogeneity(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]:
     """Chi-square test that two count vectors come from one distribution: (statistic, p-value).
 
-    The same as ``scipy.stats.chi2_contingency([ref_counts, cur_counts], correction=False)``; categories
-    empty in both are dropped (they carry no information and would divide by zero).
+    The same as ``scipy.stats.chi2_contingency([ref_counts, cur_counts], correction=False)``.
     """
-    table = np.vstack([ref_counts, cur_counts]).astype(float)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2:
-        return 0.0, 1.0
-    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
-    statistic = float(np.sum((table - expected) ** 2 / expected))
-    return statistic, float(stats.chi2.sf(statistic, table.shape[1] - 1))
+    statistic, dof = chi2_statistic(ref_counts, cur_counts)
+    return (statistic, float(stats.chi2.sf(statistic, dof))) if dof else (0.0, 1.0)
 
 
 def adjust_pvalues(pvalues: Iterable[float], method: str = "holm") -> np.ndarray:
@@ -177,7 +194,7 @@ class _NumericRef:
 
 @dataclass
 class _CategoricalRef:
-    categories: list
+    index: dict  # category -> position
     counts: np.ndarray
 
 
@@ -225,7 +242,8 @@ class DriftDetector:
         self._cat = {}
         for name in self.categorical:
             counts = _counts(self.reference[name])
-            self._cat[name] = _CategoricalRef(list(counts.index), counts.to_numpy())
+            self._cat[name] = _CategoricalRef({c: i for i, c in enumerate(counts)},
+                                              np.array(list(counts.values()), dtype=float))
         self.n_reference = len(self.reference)
 
     def threshold(self, feature: str, distance: str) -> float:
@@ -236,51 +254,73 @@ class DriftDetector:
 
     def compare(self, current: pd.DataFrame) -> pd.DataFrame:
         """Every statistic for every feature, the corrected p-values and the decision, one row a feature."""
-        rows = []
-        values = current[self.numeric].to_numpy(dtype=float)
-        values = np.sort(values, axis=0)  # one vectorised sort for every numeric column
+        names, kinds, n = [], [], []
+        columns = {key: [] for key in ("psi", "js", "linf", "ks", "wasserstein", "wasserstein_std", "chi2", "dof")}
+        values = np.sort(np.column_stack([current[c].to_numpy(dtype=float) for c in self.numeric])
+                         if self.numeric else np.empty((len(current), 0)), axis=0)  # one sort for every column  # one sort for every column
         for j, name in enumerate(self.numeric):
             ref = self._num[name]
             cur = values[:, j]
-            cur = cur[~np.isnan(cur)]
+            cur = cur[: len(cur) - int(np.isnan(cur).sum())]  # NaNs sort last
             p_cur = sorted_proportions(cur, ref.edges)
             ks, w = cdf_gaps(ref.sorted_values, cur)
-            rows.append({"feature": name, "kind": "numeric", "n": len(cur),
-                         "psi": psi(ref.proportions, p_cur), "js": js_distance(ref.proportions, p_cur),
-                         "linf": float(np.abs(p_cur - ref.proportions).max()),
-                         "ks": ks, "wasserstein": w, "wasserstein_std": w / ref.std if ref.std else np.nan,
-                         "chi2": np.nan, "test": "ks", "p_value": ks_pvalue(ks, self.n_reference, len(cur))})
+            names.append(name), kinds.append("numeric"), n.append(len(cur))
+            for key, value in (("psi", psi(ref.proportions, p_cur)), ("js", js_distance(ref.proportions, p_cur)),
+                               ("linf", float(np.abs(p_cur - ref.proportions).max())), ("ks", ks),
+                               ("wasserstein", w), ("wasserstein_std", w / ref.std if ref.std else np.nan),
+                               ("chi2", np.nan), ("dof", np.nan)):
+                columns[key].append(value)
         for name in self.categorical:
             ref = self._cat[name]
             counts = _counts(current[name])
-            unseen = [c for c in counts.index if c not in ref.categories]
+            unseen = [c for c in counts if c not in ref.index]
             ref_counts = np.concatenate([ref.counts, np.zeros(len(unseen))])
-            cur_counts = counts.reindex(ref.categories + unseen, fill_value=0).to_numpy()
+            cur_counts = np.zeros(len(ref_counts))
+            for label, count in counts.items():
+                cur_counts[ref.index[label] if label in ref.index else len(ref.counts) + unseen.index(label)] = count
             p_ref, p_cur = ref_counts / ref_counts.sum(), cur_counts / max(cur_counts.sum(), 1)
-            chi2, p = chi2_homogeneity(ref_counts, cur_counts)
-            rows.append({"feature": name, "kind": "categorical", "n": int(cur_counts.sum()),
-                         "psi": psi(p_ref, p_cur), "js": js_distance(p_ref, p_cur),
-                         "linf": float(np.abs(p_cur - p_ref).max()), "ks": np.nan, "wasserstein": np.nan,
-                         "wasserstein_std": np.nan, "chi2": chi2, "test": "chi2", "p_value": p})
-        report = pd.DataFrame(rows).set_index("feature")
-        report["p_adjusted"] = adjust_pvalues(report["p_value"], self.correction)
+            chi2, dof = chi2_statistic(ref_counts, cur_counts)
+            names.append(name), kinds.append("categorical"), n.append(int(cur_counts.sum()))
+            for key, value in (("psi", psi(p_ref, p_cur)), ("js", js_distance(p_ref, p_cur)),
+                               ("linf", float(np.abs(p_cur - p_ref).max())), ("ks", np.nan),
+                               ("wasserstein", np.nan), ("wasserstein_std", np.nan), ("chi2", chi2), ("dof", dof)):
+                columns[key].append(value)
+        stat = {key: np.array(values, dtype=float) for key, values in columns.items()}
+        numeric = np.array(kinds) == "numeric"
+        n = np.array(n)
+        p_value = np.ones(len(names))
+        if numeric.any():
+            p_value[numeric] = ks_pvalues(stat["ks"][numeric], self.n_reference, n[numeric])
+        tested = ~numeric & (stat["dof"] > 0)
+        if tested.any():
+            p_value[tested] = stats.chi2.sf(stat["chi2"][tested], stat["dof"][tested])
+        p_adjusted = adjust_pvalues(p_value, self.correction)
         if self.rule == "test":
-            report["drifted"] = report["p_adjusted"] < self.alpha
+            drifted = p_adjusted < self.alpha
         else:
-            limits = np.array([self.threshold(f, self.rule) for f in report.index])
-            report["drifted"] = report[self.rule].to_numpy() > limits
-        return report
+            drifted = stat[self.rule] > np.array([self.threshold(f, self.rule) for f in names])
+        del stat["dof"]
+        return pd.DataFrame({"kind": kinds, "n": n, **stat, "test": np.where(numeric, "ks", "chi2"),
+                             "p_value": p_value, "p_adjusted": p_adjusted, "drifted": drifted},
+                            index=pd.Index(names, name="feature"))
 
     @staticmethod
     def drifted(report: pd.DataFrame) -> list[str]:
         return list(report.index[report["drifted"]])
 
 
-def _counts(column: pd.Series) -> pd.Series:
+def _counts(column: pd.Series) -> dict:
     """Counts per category, keyed by the category as text (so 'rent' and a categorical 'rent' agree)."""
-    counts = column.value_counts(dropna=True, sort=False)
-    counts.index = counts.index.astype(str)
-    return counts.groupby(level=0, sort=False).sum()
+    if isinstance(column.dtype, pd.CategoricalDtype):  # fast path: count the integer codes
+        codes = column.cat.codes.to_numpy()
+        counts = np.bincount(codes[codes >= 0], minlength=len(column.cat.categories))
+        pairs = zip(map(str, column.cat.categories), counts.tolist())
+    else:
+        pairs = column.dropna().astype(str).value_counts(sort=False).items()
+    out: dict = {}
+    for label, count in pairs:
+        out[label] = out.get(label, 0) + count
+    return out
 
 
 def detection_month(detector: DriftDetector, windows: Mapping[int, pd.DataFrame]) -> int | None:

@@ -148,6 +148,8 @@ def test_rules_thresholds_and_per_feature_overrides(credit):
     assert strict_income.drifted(strict_income.compare(shifted)) == ["income"]
     with pytest.raises(ValueError, match="unknown rule"):
         DriftDetector(reference, NUMERIC, rule="kl")
+    only_categories = DriftDetector(reference, [], CATEGORICAL).compare(shifted)
+    assert list(only_categories.index) == CATEGORICAL and only_categories["drifted"].all()
     with pytest.raises(KeyError, match="no column"):
         DriftDetector(reference, ["salary"])
 
