@@ -5,7 +5,7 @@ triggered retraining) need the same project without re-teaching it, so it is reb
 and real DVC run as subprocesses (no mocks), deterministically from the simulator:
 
 - ``init_repo(path) -> Path``: ``git init`` + ``dvc init`` in ``path``, analytics off in the repo config,
-  a local DVC remote in a folder *beside* the repository (:func:`remote_path`), and a first commit.
+  a local DVC remote in a folder beside the repository (:func:`remote_path`), and a first commit.
 - ``add_month(repo, stream, month) -> Path``: write that month's batch of a
   :class:`~mlops_lab.simulator.CreditStream` to ``data/raw/<YYYY-MM>.csv``, ``dvc add data/raw`` (one
   tracked folder: one ``data/raw.dvc`` whose every version is a data version), git commit. Returns the
@@ -217,9 +217,14 @@ def _run(command, repo) -> str:
 
 
 def remote_path(repo: str | Path) -> Path:
-    """The local DVC remote of ``repo``: a folder beside it, ``<repo>-storage`` (never inside the repo)."""
+    """The local DVC remote of ``repo``: ``dvc-remote/<repo name>`` beside it (never inside the repo).
+
+    The repo's config names it by its absolute path: DVC reads the remote from each commit's own
+    config, and resolves a relative local path wrongly for old commits (``push``/``fetch --all-commits``,
+    ``dvc.api.read(rev=...)``; treeverse/dvc#10054).
+    """
     repo = Path(repo).resolve()
-    return repo.parent / f"{repo.name}-storage"
+    return repo.parent / "dvc-remote" / repo.name
 
 
 def commit(repo: str | Path, message: str) -> None:
@@ -236,12 +241,12 @@ def init_repo(path: str | Path) -> Path:
     """
     repo = Path(path).resolve()
     repo.mkdir(parents=True, exist_ok=True)
-    remote_path(repo).mkdir(exist_ok=True)
+    remote_path(repo).mkdir(parents=True, exist_ok=True)
     _run("git init -q -b main", repo)
     _run("dvc init -q", repo)
     (repo / ".dvc" / "config").write_text(
         "[core]\n    remote = storage\n    analytics = false\n"
-        f"['remote \"storage\"']\n    url = ../../{remote_path(repo).name}\n")
+        f"['remote \"storage\"']\n    url = {remote_path(repo)}\n")
     commit(repo, "Initialize DVC with a local remote")
     return repo
 

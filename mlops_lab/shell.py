@@ -55,7 +55,7 @@ def sh(command: str | list[str], cwd: str | Path | None = None, echo: bool = Tru
         raise CommandFailed(shown, -1, f"timed out after {timeout} s\n{clean(output, folder)}")
     output = clean(result.stdout, folder)
     if echo:
-        print(f"$ {shown}")
+        print(f"$ {clean(shown, folder)}")  # no machine paths in the echoed command either
         if output.strip():
             print(output.rstrip())
     if check and result.returncode != 0:

@@ -31,7 +31,8 @@ def test_build_makes_a_clean_tagged_repo_with_a_pushed_remote(project):
     assert json.loads(dvc(project, "status", "--json")) == {}
     assert json.loads(dvc(project, "status", "--cloud", "--json")) == {}  # everything is in the remote
     remote = dp.remote_path(project)
-    assert remote.parent == project.parent and any((remote / "files").rglob("*"))
+    assert remote.parent.parent == project.parent and any((remote / "files").rglob("*"))
+    assert not remote.is_relative_to(project)
     config = (project / ".dvc" / "config").read_text()
     assert "analytics = false" in config and "remote = storage" in config
 
@@ -63,6 +64,24 @@ def test_build_is_deterministic(project, tmp_path):
         outs = lambda repo: [(o["path"], o["md5"]) for o in dp.read_lock(repo)["stages"][stage].get("outs", [])]
         assert outs(again) == outs(project), stage
     assert dp.read_metrics(again) == dp.read_metrics(project)
+
+
+def test_every_commit_can_be_pushed_and_read_back_from_a_fresh_clone(project, tmp_path):
+    dvc(project, "push", "--all-commits")
+    assert "in sync" in dvc(project, "status", "--cloud", "--all-commits")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    from dvc.api import read
+
+    old = read("data/raw/2024-01.csv", repo=str(clone), rev="v1.0")
+    assert old == (project / "data" / "raw" / "2024-01.csv").read_text()
+
+
+def test_sh_hides_machine_paths_in_the_echoed_command(capsys, tmp_path):
+    from mlops_lab import sh
+
+    sh(["ls", str(tmp_path)], cwd=tmp_path)
+    assert capsys.readouterr().out.splitlines()[0] == "$ ls ."
 
 
 def test_params_override_one_key_and_keep_the_rest():
