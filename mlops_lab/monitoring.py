@@ -90,6 +90,41 @@ def histogram_quantile(q: float, buckets: pd.Series) -> float:
     return float(lower_bound + (bounds[i] - lower_bound) * (rank - lower_count) / inside)
 
 
+# ---- data capture -----------------------------------------------------------------------------------------
+CAPTURE_KEYS = ("schema", "ts", "request_id", "variant", "shadow", "status", "latency_ms", "model_version",
+                "inputs", "predictions")
+
+
+def read_capture(path: str | Path) -> pd.DataFrame:
+    """The router's data-capture file (JSON lines) -> one row per *scored row*.
+
+    Columns: ``request_id``, ``row`` (its position in the request), ``ts``, ``variant``, ``shadow``,
+    ``status``, ``latency_ms``, ``model_version``, every input column, and ``score`` (P(default); a model
+    that returns both class probabilities contributes the second). A line missing a key of
+    :data:`CAPTURE_KEYS` raises: a capture that silently changed shape would poison every report built on it.
+    """
+    import json
+
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        missing = [k for k in CAPTURE_KEYS if k not in record]
+        if missing:
+            raise ValueError(f"capture line {number} lacks {missing}: not the router's schema {record.get('schema')}")
+        meta = {k: record[k] for k in CAPTURE_KEYS if k not in ("inputs", "predictions", "schema")}
+        predictions = record["predictions"] or [None] * len(record["inputs"])
+        for i, (inputs, score) in enumerate(zip(record["inputs"], predictions)):
+            if isinstance(score, list):  # [P(class 0), P(class 1)]
+                score = score[-1]
+            rows.append({**meta, "row": i, **inputs, "score": score})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["ts"] = pd.to_datetime(frame["ts"], unit="s")
+    return frame
+
+
 # ---- delayed labels and model quality --------------------------------------------------------------------
 
 

@@ -176,3 +176,27 @@ def test_markdown_report_and_html(tmp_path):
     assert "<table>" in html and "data:image/png;base64," in html and "<strong>ALARM</strong>" in html
     with pytest.raises(FileNotFoundError):
         report_html(text, tmp_path / "elsewhere")
+
+
+def test_read_capture_flattens_rows_and_rejects_a_changed_schema(tmp_path):
+    import json
+
+    from mlops_lab.monitoring import read_capture
+
+    record = {"schema": 1, "ts": 1700000000.5, "request_id": "r1", "variant": "blue", "shadow": False,
+              "status": 200, "latency_ms": 3.2, "user_id": None, "model_version": "1",
+              "inputs": [{"age": 30, "purpose": "car"}, {"age": 50, "purpose": "education"}],
+              "predictions": [0.1, 0.7]}
+    failed = {**record, "request_id": "r2", "status": 400, "predictions": [], "inputs": [{"age": 1}]}
+    both = {**record, "request_id": "r3", "predictions": [[0.8, 0.2]], "inputs": [{"age": 44}]}
+    path = tmp_path / "capture.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (record, failed, both)) + "\n")
+    frame = read_capture(path)
+    assert frame["request_id"].tolist() == ["r1", "r1", "r2", "r3"]
+    assert frame["row"].tolist() == [0, 1, 0, 0]
+    assert frame["score"].tolist()[:2] == [0.1, 0.7] and pd.isna(frame["score"].iloc[2])
+    assert frame["score"].iloc[3] == 0.2 and frame["ts"].iloc[0] == pd.Timestamp("2023-11-14 22:13:20.500")
+    del record["model_version"]
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match="model_version"):
+        read_capture(path)
