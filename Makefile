@@ -29,8 +29,12 @@ unit: $(STAMP)
 	$(PY) -m pytest -m "not book" tests
 
 # Instructor notebooks: a wrong solution raises (MLOPS_LAB_STRICT_CHECKS), any cell error fails.
+# Chapters write only into workspace/: a new file under chapters/ (an MLflow ./mlruns, say) fails the run.
 chapters: $(STAMP)
-	MLOPS_LAB_STRICT_CHECKS=1 $(NBVAL) chapters
+	@before=$$(git ls-files --others chapters); \
+	  MLOPS_LAB_STRICT_CHECKS=1 $(NBVAL) chapters || exit 1; \
+	  stray=$$(comm -13 <(echo "$$before") <(git ls-files --others chapters)); \
+	  if [ -n "$$stray" ]; then echo "a chapter wrote into chapters/: $$stray" >&2; exit 1; fi
 
 # Student notebooks (solutions removed) must run clean with every exercise unattempted.
 student: $(STAMP)
