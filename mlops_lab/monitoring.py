@@ -204,7 +204,7 @@ class AlarmRule:
     in ALARM when at least ``datapoints_to_alarm`` of the last ``evaluation_periods`` periods breach (M out
     of N), OK otherwise, and INSUFFICIENT_DATA until N periods have been seen (or when none of the last N
     has data). A period with no data is handled by ``treat_missing_data``: ``"missing"`` (neither breaches
-    nor not), ``"notBreaching"``, ``"breaching"``, or ``"ignore"`` (keep the previous state).
+    nor not; while the missing periods could still make M breaches, the state stays as it was), ``"notBreaching"``, ``"breaching"``, or ``"ignore"`` (keep the previous state).
     """
 
     name: str
@@ -255,10 +255,13 @@ class AlarmRule:
                 continue
             window = (window + [point])[-self.evaluation_periods:]
             seen = [p for p in window if p is not None]
-            if sum(seen) >= self.datapoints_to_alarm:
+            breaches, unknown = sum(seen), len(window) - len(seen)
+            if breaches >= self.datapoints_to_alarm:
                 state = "ALARM"
             elif len(window) < self.evaluation_periods or not seen:
                 state = "INSUFFICIENT_DATA"  # not yet N periods, or every one of them without data
+            elif breaches + unknown >= self.datapoints_to_alarm:
+                state = previous  # the missing periods could tip it either way: keep the state
             else:
                 state = "OK"
             states.append(state)
@@ -300,7 +303,8 @@ def markdown_report(title: str, metrics: pd.DataFrame, alarms: Mapping[str, str]
     lines += [f"- {note}" for note in notes]
     if notes:
         lines.append("")
-    lines += [metrics.to_markdown(floatfmt=floatfmt), ""]
+    shown = metrics.astype(object).where(metrics.notna(), None)  # ints stay ints; NaN shows as "-"
+    lines += [shown.to_markdown(floatfmt=floatfmt, missingval="-"), ""]
     if alarms:
         lines += ["| alarm | state |", "|---|---|"]
         lines += [f"| {name} | {'**ALARM**' if state == 'ALARM' else state} |" for name, state in alarms.items()]

@@ -148,6 +148,12 @@ def test_alarm_statistics_periods_and_missing_data():
     breaching = AlarmRule("m", threshold=100, evaluation_periods=1, datapoints_to_alarm=1,
                           treat_missing_data="breaching")
     assert breaching.evaluate(series)["state"].tolist() == ["OK", "ALARM", "OK"]
+    rule = AlarmRule("auc", threshold=0.75, period="1min", comparison="LessThanThreshold", evaluation_periods=3,
+                     datapoints_to_alarm=2)
+    # labels stop arriving: [breach, breach, -] ALARM; [breach, -, -] undecided: stays; [-, -, -] no data
+    assert rule.evaluate(minute_series([0.8, 0.7, 0.7, np.nan, np.nan, np.nan]))["state"].tolist() == [
+        "INSUFFICIENT_DATA", "INSUFFICIENT_DATA", "ALARM", "ALARM", "ALARM", "INSUFFICIENT_DATA"]
+    assert rule.evaluate(minute_series([0.8, 0.8, 0.8, 0.7, np.nan]))["state"].tolist()[-2:] == ["OK", "OK"]
     p99 = AlarmRule("latency", threshold=0.5, statistic="p99", comparison="GreaterThanOrEqualToThreshold",
                     evaluation_periods=1, datapoints_to_alarm=1)
     assert p99.evaluate(minute_series([0.1, 0.6]))["state"].tolist() == ["OK", "ALARM"]
@@ -165,11 +171,13 @@ def test_markdown_report_and_html(tmp_path):
     ax.plot([0, 1], [0, 1])
     fig.savefig(tmp_path / "plot.png")
     plt.close(fig)
-    metrics = pd.DataFrame({"accuracy": [0.91234, 0.85]}, index=pd.Index(["champion", "challenger"], name="model"))
+    metrics = pd.DataFrame({"accuracy": [0.91234, np.nan], "n": [1200, 0]},
+                           index=pd.Index(["champion", "challenger"], name="model"))
     text = markdown_report("Model monitor", metrics, alarms={"accuracy_low": "ALARM", "latency_p99": "OK"},
                            figures={"accuracy over time": "plot.png"}, notes=["window: 7 days"])
     assert text.startswith("## Model monitor")
-    assert "0.912" in text and "0.91234" not in text
+    assert "0.912" in text and "0.91234" not in text and "1200 " in text and "1200.000" not in text
+    assert "nan" not in text and " - |" in text
     assert "| accuracy_low | **ALARM** |" in text and "| latency_p99 | OK |" in text
     assert "![accuracy over time](plot.png)" in text
     html = report_html(text, tmp_path)
