@@ -1,0 +1,297 @@
+"""The lean model server: MLflow's pyfunc model and REST contract on the standard library's HTTP server.
+
+    python -m mlops_lab.serving --model-uri models:/credit@champion --port 8080
+
+Why it exists. ``mlflow models serve`` runs FastAPI under uvicorn in a separate worker process: about
+500 MB and several milliseconds per request. Binder has 2 GB for the kernel, two model servers and a router.
+This server keeps everything that matters about MLflow serving and drops the rest:
+
+- the model is loaded with ``mlflow.pyfunc.load_model`` (so ``models:/name@alias`` URIs, the model's
+  flavour and its signature all work as in MLflow), and every request goes through ``PyFuncModel.predict``,
+  which enforces the signature's input schema;
+- requests are parsed by MLflow's own scoring-server functions, so the contract is MLflow's:
+  ``GET /ping`` (and ``/health``), ``GET /version``, ``POST /invocations`` with ``application/json``
+  (``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``) or ``text/csv``; the answer is
+  ``{"predictions": [...]}``;
+- a bad request gets a 4xx with MLflow's JSON error (``{"error_code": ..., "message": ...}``): malformed
+  JSON, an unknown payload key, a missing column or a wrong type (400); an unsupported content type (415).
+
+One deliberate difference: when the *model's own code* raises (not the schema check), MLflow answers 400
+("unexpected error while evaluating the model"); this server answers **500**, because a crash in a model is
+the server's fault, not the client's, and a deployment guardrail must be able to tell the two apart.
+
+``GET /metrics`` serves Prometheus' text format (prometheus_client, a private registry):
+
+==================================  =========  =========================================================
+metric                              type       labels / meaning
+==================================  =========  =========================================================
+``serving_requests_total``          counter    ``code``: HTTP status of each ``/invocations`` request
+``serving_request_duration_seconds`` histogram time to answer one ``/invocations`` request
+``serving_rows_total``              counter    rows scored
+``serving_prediction``              histogram  each score returned (buckets 0.1 ... 1.0)
+``serving_model_info``              gauge      1, labelled with ``model_uri`` and ``model_version``
+==================================  =========  =========================================================
+
+:class:`CreditScorer` is the pyfunc model the serving chapters register: the course's credit pipeline
+returning P(default) per row, optionally made *buggy* (it raises on a slice of inputs) or *slow* (it sleeps)
+so that chapter 10's guardrails have something to catch.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .simulator import CATEGORICAL, FEATURES, NUMERIC
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+# ---- the model ------------------------------------------------------------------------------------------
+def request_frame(batch: pd.DataFrame) -> pd.DataFrame:
+    """The model's input as a client sends it: the features, integers as int64, categories as strings.
+
+    JSON has one integer type; a signature inferred from int16 columns would reject every JSON integer.
+    """
+    frame = batch[FEATURES].copy()
+    for column in NUMERIC:
+        kind = frame[column].dtype.kind
+        frame[column] = frame[column].astype("int64" if kind in "iu" else "float64")
+    for column in CATEGORICAL:
+        frame[column] = frame[column].astype(str)
+    return frame
+
+
+class CreditScorer(mlflow.pyfunc.PythonModel):
+    """P(default) for each row from a fitted credit pipeline; optionally buggy or slow, for chapter 10.
+
+    The fitted pipeline (scaler, one-hot encoder, logistic regression) is *compiled* to its arithmetic:
+    ``sigmoid((x - mean) / scale @ w + w[category] + b)`` in NumPy. The answers are those of
+    ``pipeline.predict_proba`` (checked when it is logged), at about 50 microseconds a row instead of the
+    few milliseconds scikit-learn's per-call validation costs a one-row request.
+    ``fail_when=("purpose", "small_business")`` raises on any request holding such a row (a bug on a slice
+    of inputs); ``delay_s=0.05`` sleeps that long per request (a slow release).
+    """
+
+    def __init__(self, pipeline, fail_when: tuple[str, str] | None = None, delay_s: float = 0.0):
+        self.fail_when, self.delay_s = fail_when, float(delay_s)
+        features, classifier = pipeline.named_steps["features"], pipeline.named_steps["classifier"]
+        scaler, encoder = features.named_transformers_["numeric"], features.named_transformers_["categorical"]
+        weights = classifier.coef_[0]
+        self.numeric = list(NUMERIC)
+        self.mean, self.scale = scaler.mean_, scaler.scale_
+        self.numeric_weights = weights[:len(NUMERIC)]
+        self.category_weights, start = {}, len(NUMERIC)
+        for column, categories in zip(CATEGORICAL, encoder.categories_):
+            self.category_weights[column] = dict(zip(categories, weights[start:start + len(categories)]))
+            start += len(categories)
+        self.intercept = float(classifier.intercept_[0])
+
+    def predict(self, context, model_input, params=None):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_when is not None:
+            column, value = self.fail_when
+            if (model_input[column] == value).any():
+                raise RuntimeError(f"cannot score {column}={value!r}: lookup table has no entry")
+        x = model_input[self.numeric].to_numpy(dtype=float)
+        z = ((x - self.mean) / self.scale) @ self.numeric_weights + self.intercept
+        for column, weights in self.category_weights.items():  # an unknown category adds 0, like the encoder
+            z = z + np.array([weights.get(value, 0.0) for value in model_input[column]])
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def log_credit_scorer(pipeline, example: pd.DataFrame, registered_model_name: str, *, name: str = "model",
+                      fail_when: tuple[str, str] | None = None, delay_s: float = 0.0):
+    """Log a :class:`CreditScorer` with a signature and explicit pip requirements; register it.
+
+    Returns the new ``ModelVersion``. Explicit requirements make logging ~1 s instead of ~4 s (MLflow would
+    otherwise infer them in a subprocess). Call inside ``mlflow.start_run()``.
+    """
+    import sklearn
+    from mlflow.models import infer_signature
+
+    frame = request_frame(example)
+    scorer = CreditScorer(pipeline, fail_when=fail_when, delay_s=delay_s)
+    expected = pipeline.predict_proba(frame)[:, 1]
+    if fail_when is None and not np.allclose(scorer.predict(None, frame), expected, atol=1e-9):
+        raise ValueError("the compiled scorer disagrees with the pipeline: is it scaler + one-hot + logistic?")
+    signature = infer_signature(frame, expected)
+    requirements = [f"mlflow=={mlflow.__version__}", f"scikit-learn=={sklearn.__version__}",
+                    f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.pyfunc.log_model(name=name, python_model=scorer, signature=signature,
+                                       pip_requirements=requirements, registered_model_name=registered_model_name)
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version(registered_model_name, info.registered_model_version)
+
+
+# ---- the server -----------------------------------------------------------------------------------------
+class ModelService:
+    """The model, its input schema and its metrics; :meth:`invoke` answers one ``/invocations`` body."""
+
+    def __init__(self, model_uri: str):
+        self.model_uri = model_uri
+        self.model = mlflow.pyfunc.load_model(model_uri)
+        self.input_schema = self.model.metadata.get_input_schema()
+        self.version = _registered_version(model_uri)
+        self.registry = CollectorRegistry()
+        self.requests = Counter("serving_requests", "Requests to /invocations by HTTP status", ["code"],
+                                registry=self.registry)
+        self.latency = Histogram("serving_request_duration_seconds", "Time to answer one /invocations request",
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.rows = Counter("serving_rows", "Rows scored", registry=self.registry)
+        self.scores = Histogram("serving_prediction", "Scores returned", buckets=SCORE_BUCKETS,
+                                registry=self.registry)
+        Gauge("serving_model_info", "The model this server loaded", ["model_uri", "model_version"],
+              registry=self.registry).labels(model_uri, self.version).set(1)
+
+    def invoke(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str]:
+        """(status, body, content type) for one request, following MLflow's scoring server."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc import scoring_server as mlflow_server
+
+        mime = (content_type or "").split(";")[0].strip().lower()
+        try:
+            if mime == mlflow_server.CONTENT_TYPE_JSON:
+                data = mlflow_server._parse_json_data(body, self.model.metadata, self.input_schema).data
+            elif mime == mlflow_server.CONTENT_TYPE_CSV:
+                data = mlflow_server.parse_csv_input(io.StringIO(body.decode("utf-8", "replace")),
+                                                     schema=self.input_schema)
+            else:
+                message = (f"This predictor only supports the following content types: "
+                           f"['{mlflow_server.CONTENT_TYPE_JSON}', '{mlflow_server.CONTENT_TYPE_CSV}']. "
+                           f"Got '{content_type or ''}'.")
+                return 415, _error("UNSUPPORTED_MEDIA_TYPE", message), "application/json"
+            predictions = self.model.predict(data)  # enforces the signature's input schema
+        except MlflowException as error:
+            return error.get_http_status_code(), error.serialize_as_json().encode(), "application/json"
+        except Exception as error:  # the model's own code failed: a server error, not the client's
+            return 500, _error("INTERNAL_ERROR", f"the model raised {type(error).__name__}: {error}"), \
+                "application/json"
+        scores = np.asarray(predictions, dtype=float).ravel()
+        self.rows.inc(len(scores))
+        for score in scores:
+            self.scores.observe(score)
+        return 200, json.dumps({"predictions": scores.tolist()}).encode(), "application/json"
+
+    def metrics(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error_code": code, "message": message}).encode()
+
+
+def _registered_version(model_uri: str) -> str:
+    """The registry version behind ``models:/name@alias`` (or ``models:/name/3``); '' for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return ""
+    try:
+        from mlflow import MlflowClient
+
+        name, _, ref = model_uri[len("models:/"):].partition("@")
+        if ref:
+            return str(MlflowClient().get_model_version_by_alias(name, ref).version)
+        return model_uri.rstrip("/").rsplit("/", 1)[-1]
+    except Exception:
+        return ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a router or client reuses one connection per thread
+    service: ModelService  # set on the subclass by make_server
+
+    def setup(self):
+        super().setup()
+        # Headers and body are two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format, *args):  # quiet: metrics, not access logs
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json", headers: dict = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path in ("/ping", "/health"):
+            self._send(200, b"\n")
+        elif path == "/version":
+            self._send(200, mlflow.__version__.encode())
+        elif path == "/metrics":
+            self._send(200, self.service.metrics(), CONTENT_TYPE_LATEST)
+        elif path == "/info":
+            self._send(200, json.dumps({"model_uri": self.service.model_uri,
+                                        "model_version": self.service.version}).encode())
+        else:
+            self._send(404, _error("ENDPOINT_NOT_FOUND", f"no route GET {path}"))
+
+    def do_POST(self):
+        path = self.path.split("?")[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if path != "/invocations":
+            self._send(404, _error("ENDPOINT_NOT_FOUND", f"no route POST {path}"))
+            return
+        start = time.perf_counter()
+        status, payload, content_type = self.service.invoke(body, self.headers.get("Content-Type"))
+        self.service.latency.observe(time.perf_counter() - start)
+        self.service.requests.labels(str(status)).inc()
+        self._send(status, payload, content_type, {"X-Model-Version": self.service.version})
+
+
+def make_server(service: ModelService, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    handler = type("Handler", (_Handler,), {"service": service})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve an MLflow pyfunc model over MLflow's REST contract.")
+    parser.add_argument("--model-uri", required=True, help="e.g. models:/credit@champion or runs:/<id>/model")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    service = ModelService(args.model_uri)
+    server = make_server(service, args.port, args.host)
+    print(f"serving {args.model_uri} (version {service.version or '-'}) on http://{args.host}:{args.port}",
+          flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    main()
