@@ -40,7 +40,7 @@ DEFAULT_PARAMS = {
     "prepare": {"window_months": 0, "test_size": 0.25, "seed": 2024},
     "featurize": {"log_scale": ["income", "loan_amount"], "drop": []},
     "train": {"C": 1.0, "class_weight": None, "max_iter": 1000},
-    "evaluate": {"threshold": 0.5},
+    "evaluate": {"threshold": 0.5, "cost_missed_default": 5.0, "cost_declined_payer": 1.0},
 }
 STAGES = ("prepare", "featurize", "train", "evaluate")
 
@@ -137,7 +137,11 @@ print(f"train: logistic regression, C={C}, class_weight={class_weight}")
 '''
 
 EVALUATE = '''\
-"""evaluate: score the model on the test set; write metrics.json and the ROC curve."""
+"""evaluate: score the model on the test set; write metrics.json and the ROC curve.
+
+cost_per_application weighs the two mistakes: a missed default loses much of the loan, a declined good
+payer loses only the interest the lender would have earned.
+"""
 import json
 import sys
 from pathlib import Path
@@ -151,19 +155,25 @@ params = yaml.safe_load(open("params.yaml"))["evaluate"]
 threshold = params.get("threshold")
 if isinstance(threshold, bool) or not isinstance(threshold, float) or not 0 < threshold < 1:
     sys.exit(f"params.yaml: evaluate.threshold must be a number between 0 and 1, got {threshold!r}")
+for name in ("cost_missed_default", "cost_declined_payer"):
+    if isinstance(params.get(name), bool) or not isinstance(params.get(name), (int, float)) or params[name] < 0:
+        sys.exit(f"params.yaml: evaluate.{name} must be a number >= 0, got {params.get(name)!r}")
 
 test = pd.read_csv("data/prepared/test.csv")
 y = test["default"]
 p = joblib.load("models/model.joblib").predict_proba(test)[:, 1]
 decline = p >= threshold
+missed, declined_payers = ((y == 1) & ~decline).sum(), ((y == 0) & decline).sum()
+cost = (params["cost_missed_default"] * missed + params["cost_declined_payer"] * declined_payers) / len(y)
 metrics = {"roc_auc": roc_auc_score(y, p), "accuracy": accuracy_score(y, decline),
            "precision": precision_score(y, decline, zero_division=0), "recall": recall_score(y, decline),
-           "test_rows": len(test)}
-Path("metrics.json").write_text(json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=2) + "\\n")
+           "cost_per_application": cost, "test_rows": len(test)}
+Path("metrics.json").write_text(json.dumps({k: round(float(v), 6) if k != "test_rows" else v
+                                            for k, v in metrics.items()}, indent=2) + "\\n")
 fpr, tpr, _ = roc_curve(y, p)
 Path("plots").mkdir(exist_ok=True)
 pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(4).to_csv("plots/roc.csv", index=False)
-print(f"evaluate: AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f}")
+print(f"evaluate: AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f}, cost {cost:.3f}")
 '''
 
 DVC_YAML = '''\
