@@ -12,8 +12,11 @@ champion -> canary through the router -> promote or roll back. This module holds
   (two monitors, a scheduler) cannot both retrain.
 - :func:`simulate_year` runs three policies (never retrain, retrain on a schedule, retrain when a drift alarm
   fires) over a year of weekly batches in-process, in a few seconds: the comparison the chapter plots.
-  The one live pass of the loop, with the real DVC pipeline, registry gate and router canary, is
-  :class:`ClosedLoop` (below).
+- :func:`canary_release` is the loop's deployment step: it points the router's green at the new model's
+  server, starts the router's canary (chapter 10's state machine, watched by an error alarm) and drives
+  traffic until the router has promoted green or rolled back. The chapter runs the live loop step by step
+  with the real DVC pipeline (:mod:`mlops_lab.dvc_project`), the registry gate (:mod:`mlops_lab.registry`)
+  and this.
 """
 from __future__ import annotations
 

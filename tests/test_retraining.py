@@ -110,3 +110,62 @@ def test_simulated_year_policies():
     assert drift.loc[late, "accuracy"].mean() > results["none"].loc[late, "accuracy"].mean() + 0.02
     with pytest.raises(ValueError, match="policy"):
         simulate_year(stream, "weekly", config)
+
+
+class _Backend:
+    """A stand-in model server on a thread: answers /invocations with one score per request, or HTTP 500."""
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        status_code = status
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                self._answer(200, b"{}")
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer(status_code, b'{"predictions": [0.1]}' if status_code == 200 else b'{"error": "boom"}')
+
+            def _answer(self, code, body):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("green_status, outcome", [(200, "promoted"), (500, "rolled_back")])
+def test_canary_release_promotes_a_healthy_green_and_rolls_back_a_failing_one(green_status, outcome):
+    from mlops_lab.retraining import canary_release
+    from mlops_lab.router import router_command
+    from mlops_lab.servers import BackgroundServer
+
+    blue, green = _Backend(200), _Backend(green_status)
+    bodies = [b'{"dataframe_split": {"columns": ["age"], "data": [[30]]}}']
+    try:
+        with BackgroundServer(router_command(blue.url, period_s=0.25), name="router", health_path="/ping") as router:
+            result = canary_release(router.url, green.url, bodies, canary_size=0.3, bake_s=1.0, final_bake_s=0.5,
+                                    alarms=({"metric": "error_rate", "threshold": 0.05, "min_requests": 2},),
+                                    rate=80, timeout_s=20)
+    finally:
+        blue.close(), green.close()
+    assert result["outcome"] == outcome
+    assert result["green_weight"] == (1.0 if outcome == "promoted" else 0.0)
+    assert result["client"]["requests"] > 0 and 0 < result["green_share"] < 1
+    assert any("rolled back" in e["event"] for e in result["events"]) == (outcome == "rolled_back")
