@@ -64,3 +64,18 @@ def test_chapter_04_logs_and_registers_on_the_server(tracking_server):
     assert list((folder / "artifacts").rglob("learning_curve.png")), "artifacts went through the server"
     # ...and nothing into the chapter's own SQLite store
     assert not (ROOT / "workspace" / "04_tracking_and_registry" / "mlflow.db").exists()
+
+
+def test_chapter_05_records_lineage_on_the_server(tracking_server):
+    server, _ = tracking_server
+    run_chapter("05_lineage", server.url)
+
+    client = MlflowClient(server.url)
+    experiments = [e for e in client.search_experiments() if e.name.startswith("credit-lineage-")]
+    assert len(experiments) == 1
+    runs = client.search_runs([experiments[0].experiment_id])
+    assert len(runs) == 3 and all("git.commit" in r.data.tags and "dvc.data_raw.md5" in r.data.tags for r in runs)
+    model = client.get_registered_model("credit-risk" + experiments[0].name[len("credit-lineage"):])
+    assert str(model.aliases["champion"]) == "1", "the chapter rolled back after the corrupt batch"
+    assert client.get_model_version(model.name, "2").tags["quarantine"].startswith("trained on the corrupt")
+    assert not (ROOT / "workspace" / "05_lineage" / "mlflow.db").exists()
