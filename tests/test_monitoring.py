@@ -209,3 +209,27 @@ def test_read_capture_flattens_rows_and_rejects_a_changed_schema(tmp_path):
     path.write_text(json.dumps(record) + "\n")
     with pytest.raises(ValueError, match="model_version"):
         read_capture(path)
+
+
+def test_chapter_11_checks_say_right_and_wrong(monkeypatch, capsys):
+    from mlops_lab.checks import WrongAnswer
+    from mlops_lab.exercises import ch11
+
+    monkeypatch.setenv("MLOPS_LAB_STRICT_CHECKS", "1")
+    buckets = pd.Series([40, 70, 90, 100, 100], index=[5, 10, 20, 50, float("inf")])
+    ch11.check_p95(35, buckets)
+    ch11.check_p95(..., buckets)
+    with pytest.raises(WrongAnswer):
+        ch11.check_p95(50, buckets)
+    assert 1200 < ch11.labels_needed() < 1250
+    ch11.check_labels_needed(ch11.labels_needed())
+    with pytest.raises(WrongAnswer):
+        ch11.check_labels_needed(400)
+    predictions = pd.DataFrame({"application_id": [1, 2, 3, 4]})
+    labels = pd.DataFrame({"application_id": [1, 2, 3, 4], "label": [0, 1, 0, 1],
+                           "label_time": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-02-01", "2024-03-01"])})
+    ch11.check_coverage(0.5, predictions, labels, pd.Timestamp("2024-01-10"))
+    with pytest.raises(WrongAnswer):
+        ch11.check_coverage(1.0, predictions, labels, pd.Timestamp("2024-01-10"))
+    out = capsys.readouterr().out
+    assert out.count("correct") == 3 and "not attempted" in out

@@ -169,3 +169,30 @@ def test_canary_release_promotes_a_healthy_green_and_rolls_back_a_failing_one(gr
     assert result["green_weight"] == (1.0 if outcome == "promoted" else 0.0)
     assert result["client"]["requests"] > 0 and 0 < result["green_share"] < 1
     assert any("rolled back" in e["event"] for e in result["events"]) == (outcome == "rolled_back")
+
+
+def test_chapter_12_checks_say_right_and_wrong(monkeypatch, capsys, batch):
+    import pandas as pd
+
+    from mlops_lab.checks import WrongAnswer
+    from mlops_lab.exercises import ch12
+
+    monkeypatch.setenv("MLOPS_LAB_STRICT_CHECKS", "1")
+    windows = pd.DataFrame({"rule": ["psi_0.1"] * 4 + ["test_holm"], "days": [1, 2, 3, 5, 1],
+                            "false_alarm_rate": [0.9, 0.2, 0.0, 0.0, 0.0],
+                            "delay_days_0.5": [1.0, 2.0, 3.0, 20.0, 1.0]})
+    assert ch12.smallest_good_window(windows) == 3
+    ch12.check_window(3, windows)
+    for wrong in (1, 5):
+        with pytest.raises(WrongAnswer):
+            ch12.check_window(wrong, windows)
+    ch12.check_uncorrected_rate(1 - 0.95 ** 11)
+    with pytest.raises(WrongAnswer):
+        ch12.check_uncorrected_rate(0.05)
+    odd = batch.copy()
+    odd.loc[odd.index[:3], "loan_term"] = 48
+    ch12.check_flagged_columns({"loan_term"}, odd)
+    with pytest.raises(WrongAnswer):
+        ch12.check_flagged_columns({"loan_term", "income"}, odd)
+    assert ch12.expected_delay(7, 0.5) == 14 and ch12.expected_delay(7, 0) == float("inf")
+    assert capsys.readouterr().out.count("correct") == 3
