@@ -48,25 +48,26 @@ def check_reruns(answer, repo: Path) -> None:
                        "upstream stages are skipped.")
 
 
-def recall_at(repo: Path, threshold: float) -> float:
-    """The recall of the committed model on the pipeline's test set when declining at ``threshold``."""
-    import joblib
-    import pandas as pd
+def cost_saving(repo: Path, old: str = "v1.0", new: str = "HEAD") -> float:
+    """How much lower the committed cost per application is at ``new`` than at ``old`` (from git, via dvc.api)."""
+    import dvc.api
 
-    test = pd.read_csv(Path(repo) / "data" / "prepared" / "test.csv")
-    p = joblib.load(Path(repo) / "models" / "model.joblib").predict_proba(test)[:, 1]
-    defaults = test["default"] == 1
-    return float(((p >= threshold) & defaults).sum() / defaults.sum())
+    cost = {rev: dvc.api.metrics_show(repo=str(repo), rev=rev)["cost_per_application"] for rev in (old, new)}
+    return cost[old] - cost[new]
 
 
-def check_recall(answer, repo: Path, threshold: float = 0.2) -> None:
+def check_cost_saving(answer, repo: Path) -> None:
     if not_attempted(answer):
-        return verdict("ex-03-2", None, "replace the ... with the recall, a number between 0 and 1.")
-    check_number("ex-03-2", answer, recall_at(repo, threshold), tolerance=1e-5,
-                 why=f"at a threshold of {threshold} the model declines that share of the applicants who went on "
-                     "to default; a lower threshold catches more of them, at the price of declining more good payers.",
-                 hint=f"run `dvc exp run --set-param evaluate.threshold={threshold}` and read recall from "
-                      "metrics.json (only the evaluate stage reruns).")
+        return verdict("ex-03-2", None, "replace the ... with a number (the old cost minus the new one).")
+    expected = cost_saving(repo)
+    if isinstance(answer, (int, float)) and expected and abs(answer + expected) < 1e-6:
+        return verdict("ex-03-2", False, "that is the right size with the wrong sign.",
+                       "the old cost minus the new one: a saving is positive.")
+    check_number("ex-03-2", answer, expected, tolerance=1e-6,
+                 why="the committed metrics of any revision are one call away (dvc.api.metrics_show(rev=...)), "
+                     "so a pipeline's history doubles as a record of what each change was worth.",
+                 hint="dvc.api.metrics_show(repo=str(repo), rev='v1.0') and the same for 'HEAD'; subtract the "
+                      "two cost_per_application values (or read `dvc metrics diff v1.0 HEAD`).")
 
 
 def check_bad_test_size(answer) -> None:
