@@ -43,8 +43,9 @@ def check_cache_path(answer, repo: Path, name: str = "2024-03.csv") -> None:
         return verdict("ex-02-1", True, f"{expected} is the MD5 of the file's bytes, split after two hex digits: "
                                         "the content decides where it is stored (content addressing).")
     hint = "hash the file's bytes with hashlib.md5, then split the hex digest after two characters."
-    if given.name and given.name in str(expected):
-        hint = "right hash; the first two hex digits are a folder: .dvc/cache/files/md5/<2 digits>/<the rest>."
+    digest = expected.parent.name + expected.name
+    if given.name == digest or (given.parent.name + given.name == digest and given.parent.parent != CACHE):
+        hint = "right hash; the first two hex digits are a folder under .dvc/cache/files/md5/: <2 digits>/<the rest>."
     return verdict("ex-02-1", False, f"{str(answer)!r} is not where DVC keeps data/raw/{name}.", hint)
 
 
