@@ -36,6 +36,7 @@ Aliases replace MLflow's deprecated stages (Staging/Production): a deployment lo
 from __future__ import annotations
 
 import getpass
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -79,6 +80,9 @@ def start_tracking(chapter, experiment: str, model: str) -> Tracking:
     if chapter.uses_class_server:
         suffix = f"-{getpass.getuser()}-{time.strftime('%Y%m%d-%H%M%S')}"
         experiment, model = experiment + suffix, model + suffix
+    # Importing mlflow sets its logger back to INFO (timestamped "Creating initial MLflow database tables"
+    # lines in the book); start_chapter ran before that import, so quiet it again here.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     client = MlflowClient(chapter.tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

@@ -1,4 +1,6 @@
 """The registry helpers against a real MLflow store (SQLite in a temporary folder)."""
+import logging
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -126,10 +128,12 @@ def test_gate_rejects_bad_arguments(store, data):
         promote_if_better(NAME, version, data["holdout"].head(0))
 
 
-def test_start_tracking_keeps_artifacts_in_the_workspace(tmp_path):
+def test_start_tracking_keeps_artifacts_in_the_workspace(tmp_path, capfd):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     chapter = Chapter("99_demo", tmp_path, 1, uri)
+    logging.getLogger("mlflow").setLevel(logging.INFO)  # as importing mlflow leaves it
     names = registry.start_tracking(chapter, "exp", "credit")
+    assert "Creating initial MLflow database" not in capfd.readouterr().err  # no timestamped INFO lines
     assert (names.experiment, names.model) == ("exp", "credit")
     with mlflow.start_run() as run:
         mlflow.log_text("hello", "note.txt")
