@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from .chapter import QUIET_ENV, book_root
@@ -54,10 +55,10 @@ def sh(command: str | list[str], cwd: str | Path | None = None, echo: bool = Tru
         output = exc.output.decode() if isinstance(exc.output, bytes) else (exc.output or "")
         raise CommandFailed(shown, -1, f"timed out after {timeout} s\n{clean(output, folder)}")
     output = clean(result.stdout, folder)
-    if echo:
-        print(f"$ {clean(shown, folder)}")  # no machine paths in the echoed command either
-        if output.strip():
-            print(output.rstrip())
+    if echo:  # one write, so a notebook shows the command and its output as one block, not four
+        echoed = f"$ {clean(shown, folder)}"  # no machine paths in the echoed command either
+        sys.stdout.write(echoed + (f"\n{output.rstrip()}" if output.strip() else "") + "\n")
+        sys.stdout.flush()
     if check and result.returncode != 0:
         raise CommandFailed(shown, result.returncode, output)
     return output
