@@ -133,7 +133,7 @@ def record_training_run(repo: str | Path, model_name: str, run_name: str) -> Tra
             warnings.filterwarnings("ignore", message=".*integer column|The specified dataset source")
             dataset = mlflow.data.from_pandas(raw, source="data/raw", name="data/raw", digest=hashes["data"],
                                               targets=TARGET)
-        mlflow.log_input(dataset, context="training")
+            mlflow.log_input(dataset, context="training")  # infers the dataset's schema: the hint again
         info = registry.log_credit_model(joblib.load(repo / "models" / "model.joblib"), raw)
     version = registry.register(info.model_uri, model_name, tags={
         "git.commit": commit, "dvc.data_raw.md5": hashes["data"], "dvc.model.md5": hashes["model"]})

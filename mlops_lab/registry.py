@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -83,6 +84,8 @@ def start_tracking(chapter, experiment: str, model: str) -> Tracking:
     # Importing mlflow sets its logger back to INFO (timestamped "Creating initial MLflow database tables"
     # lines in the book); start_chapter ran before that import, so quiet it again here.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Artifact progress bars leave stray blank lines in a notebook's outputs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(chapter.tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
