@@ -28,8 +28,8 @@ def check_window(answer, table: pd.DataFrame) -> None:
                        else f"no window meets both limits; {answer!r} does not.", "look at both columns.")
     if answer == expected:
         return verdict("ex-12-1", True,
-                       f"{expected} days: shorter windows raise false alarms on "
-                       f"{rows['false_alarm_rate'].loc[:expected - 1].max():.0%} or more of stable windows with a "
+                       f"{expected} days: a shorter window raises false alarms on as many as "
+                       f"{rows['false_alarm_rate'].loc[:expected - 1].max():.0%} of stable windows with a "
                        f"fixed PSI cutoff of 0.1, and this one still catches the shift in about "
                        f"{rows.loc[expected, 'delay_days_0.5']:.0f} days.")
     if answer in rows.index and answer > expected:
