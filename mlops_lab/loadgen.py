@@ -234,6 +234,7 @@ def timeline(log: pd.DataFrame, start: float, bin_s: float = 0.25) -> pd.DataFra
 def timeline_figure(log: pd.DataFrame, events: list[dict], title: str, bin_s: float = 0.25):
     """Traffic share, client errors and p99 latency over time, with the deployment's events marked."""
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     start = events[0]["t"] if events else float(log["t"].min())
     table = timeline(log, start, bin_s)
@@ -249,11 +250,13 @@ def timeline_figure(log: pd.DataFrame, events: list[dict], title: str, bin_s: fl
     errors.bar(table.index, table["errors_blue"], width=bin_s, align="edge", color="#1f77b4", label="blue")
     errors.bar(table.index, table["errors_green"], width=bin_s, align="edge", bottom=table["errors_blue"],
                color="#d62728", label="green")
-    errors.set(ylabel=f"client errors\nper {bin_s:g} s")
-    errors.legend(loc="upper left", fontsize=8)
+    errors.set(ylabel=f"client errors\nper {bin_s:g} s", ylim=(0, max(1.0, float(table["errors"].max()) * 1.15)))
+    errors.legend(loc="upper right", fontsize=8)
     for variant, colour in (("blue", "#1f77b4"), ("green", "#2ca02c")):
         latency.plot(table.index, table[f"p99_ms_{variant}"], ".-", color=colour, label=f"p99 {variant}")
     latency.set(ylabel="p99 latency (ms)", yscale="log", xlabel="seconds since the deployment started")
+    latency.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    latency.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     latency.legend(loc="upper left", fontsize=8)
     for event in events[1:]:
         text = event.get("event", "")

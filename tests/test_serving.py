@@ -23,7 +23,7 @@ def registry(tmp_path_factory):
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops_lab.serving import log_credit_scorer
+    from mlops_lab.serving import log_credit_scorer, use_experiment
 
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -32,7 +32,7 @@ def registry(tmp_path_factory):
     mlflow.set_tracking_uri(uri)
     stream = CreditStream(seed=5, rows_per_month=2000)
     pipeline = train(stream.month(0))
-    mlflow.set_experiment("test_serving")
+    use_experiment("test_serving", folder)
     with mlflow.start_run():
         healthy = log_credit_scorer(pipeline, stream.month(0).head(100), "credit", name="healthy")
         buggy = log_credit_scorer(pipeline, stream.month(0).head(100), "credit", name="buggy",

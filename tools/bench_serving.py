@@ -1,0 +1,125 @@
+"""Benchmark: the serving path of chapters 09-10, printed as a Markdown table.
+
+    python tools/bench_serving.py [--requests 1000] [--seconds 5] [--skip-mlflow]
+
+In one run, on 127.0.0.1, with the same registered model:
+
+- one-row latency (p50, p99) calling the lean model server directly and through the router, interleaved in
+  rounds so both see the same machine load; the router's overhead is the difference (target: <= 1 ms p50);
+- sustained requests per second through the router (8 clients, as fast as they can, zero errors expected);
+- ``mlflow models serve`` against the lean server: one-row p50/p99, start-up time and resident memory
+  (target: the lean path at least 4x faster at p50).
+
+Every server is started by ``BackgroundServer`` and stopped at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlops_lab import CreditStream  # noqa: E402
+from mlops_lab.loadgen import payloads, rss_mb, run_load, summarize  # noqa: E402
+from mlops_lab.models import train  # noqa: E402
+from mlops_lab.router import router_command  # noqa: E402
+from mlops_lab.servers import BackgroundServer  # noqa: E402
+from mlops_lab.serving import log_credit_scorer, request_frame, use_experiment  # noqa: E402
+
+
+def register(folder: Path) -> str:
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    stream = CreditStream(seed=0, rows_per_month=3000)
+    use_experiment("bench_serving", folder)
+    with mlflow.start_run():
+        version = log_credit_scorer(train(stream.month(0)), stream.month(0).head(100), "credit")
+    MlflowClient().set_registered_model_alias("credit", "champion", version.version)
+    return "models:/credit@champion"
+
+
+def started(server: BackgroundServer) -> tuple[BackgroundServer, float]:
+    t = time.perf_counter()
+    server.start()
+    return server, time.perf_counter() - t
+
+
+def percentiles(latencies_s) -> tuple[float, float]:
+    ms = np.asarray(latencies_s) * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000, help="one-row requests per path")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of the sustained-load run")
+    parser.add_argument("--skip-mlflow", action="store_true", help="do not start `mlflow models serve`")
+    args = parser.parse_args()
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        model_uri = register(Path(tmp))
+        bodies = payloads(request_frame(CreditStream(seed=1).month(6, rows=500)), rows_per_request=1)
+        servers = []
+        try:
+            lean, lean_start = started(BackgroundServer(
+                [python, "-m", "mlops_lab.serving", "--model-uri", model_uri, "--port", "{port}"],
+                name="lean", health_path="/ping"))
+            servers.append(lean)
+            router, _ = started(BackgroundServer(router_command(lean.url), name="router", health_path="/ping"))
+            servers.append(router)
+
+            # Direct and routed, interleaved in rounds: both paths see the same background load.
+            direct, routed = [], []
+            run_load(lean.url, bodies, rate=None, requests=100, concurrency=1)
+            run_load(router.url, bodies, rate=None, requests=100, concurrency=1)
+            rounds = 10
+            for _ in range(rounds):
+                direct.append(run_load(lean.url, bodies, rate=None, requests=args.requests // rounds, concurrency=1))
+                routed.append(run_load(router.url, bodies, rate=None, requests=args.requests // rounds,
+                                       concurrency=1))
+            d50, d99 = percentiles(np.concatenate([log["latency_s"] for log in direct]))
+            r50, r99 = percentiles(np.concatenate([log["latency_s"] for log in routed]))
+            sustained = summarize(run_load(router.url, bodies, rate=None, duration_s=args.seconds, concurrency=8))
+            lean_rss, router_rss = rss_mb(lean.process.pid), rss_mb(router.process.pid)
+
+            if not args.skip_mlflow:
+                env = {"PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+                mlflow_server, mlflow_start = started(BackgroundServer(
+                    [python, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                     "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"],
+                    name="mlflow-serve", health_path="/ping", env=env, startup_timeout=120))
+                servers.append(mlflow_server)
+                run_load(mlflow_server.url, bodies, rate=None, requests=100, concurrency=1)
+                m50, m99 = percentiles(run_load(mlflow_server.url, bodies, rate=None, requests=args.requests // 2,
+                                                concurrency=1)["latency_s"])
+                mlflow_rss = rss_mb(mlflow_server.process.pid)
+                mlflow_server.stop()
+        finally:
+            for server in servers:
+                server.stop()
+
+    print(f"\n| serving path ({os.cpu_count()} cores, one-row requests) | p50 ms | p99 ms | notes |")
+    print("|---|---:|---:|---|")
+    print(f"| lean model server, direct | {d50:.2f} | {d99:.2f} | {lean_rss:.0f} MB, healthy in {lean_start:.1f} s |")
+    print(f"| through the router | {r50:.2f} | {r99:.2f} | router {router_rss:.0f} MB |")
+    print(f"| **router overhead** | **{r50 - d50:.2f}** | {r99 - d99:.2f} | target <= 1 ms at p50 |")
+    print(f"| sustained through the router, 8 clients | {sustained['p50_ms']:.2f} | {sustained['p99_ms']:.2f} | "
+          f"**{sustained['rps']:.0f} requests/s**, {sustained['errors']} errors in {sustained['requests']} |")
+    if not args.skip_mlflow:
+        print(f"| `mlflow models serve` | {m50:.2f} | {m99:.2f} | {mlflow_rss:.0f} MB, healthy in "
+              f"{mlflow_start:.1f} s |")
+        print(f"| **lean speed-up at p50** | **{m50 / d50:.1f}x** | {m99 / d99:.1f}x | target >= 4x |")
+
+
+if __name__ == "__main__":
+    main()
