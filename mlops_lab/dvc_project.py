@@ -5,7 +5,8 @@ triggered retraining) need the same project without re-teaching it, so it is reb
 and real DVC run as subprocesses (no mocks), deterministically from the simulator:
 
 - ``init_repo(path) -> Path``: ``git init`` + ``dvc init`` in ``path``, analytics off in the repo config,
-  a local DVC remote in a folder beside the repository (:func:`remote_path`), and a first commit.
+  a local DVC remote ``storage`` at ``<path>/../dvc-remote/<name>`` (:func:`remote_path`, outside the repo,
+  named by its absolute path: see there why), and a first commit.
 - ``add_month(repo, stream, month) -> Path``: write that month's batch of a
   :class:`~mlops_lab.simulator.CreditStream` to ``data/raw/<YYYY-MM>.csv``, ``dvc add data/raw`` (one
   tracked folder: one ``data/raw.dvc`` whose every version is a data version), git commit. Returns the
@@ -14,15 +15,20 @@ and real DVC run as subprocesses (no mocks), deterministically from the simulato
   ``src/featurize.py``, ``src/train.py``, ``src/evaluate.py``, ``params.yaml`` (defaults
   :data:`DEFAULT_PARAMS`, updated by ``params``, section by section) and ``dvc.yaml``. Returns ``repo``.
 - ``build_credit_project(path, stream=None, months=(0, 1, 2), params=None, tag="v1.0") -> Path``:
-  all of the above, then ``dvc repro``, ``dvc push``, a commit and a tag. The pipeline writes the model
-  to ``models/model.joblib`` (a scikit-learn Pipeline that takes the raw :data:`FEATURES` columns) and
-  its scores to ``metrics.json`` (``roc_auc``, ``accuracy``, ...); ``dvc.lock`` records every input's hash.
+  all of the above (the months in one commit), then ``dvc repro``, ``dvc push``, a commit and a tag.
+  The pipeline writes the model to ``models/model.joblib`` (a scikit-learn Pipeline: raw
+  :data:`FEATURES` columns in, P(default) out) and its test-set scores to ``metrics.json`` (``roc_auc``,
+  ``accuracy``, ``precision``, ``recall``, ``cost_per_application``, ``test_rows``); ``dvc.lock`` records
+  the hash of every dependency and output and the parameters of every stage. ``params`` overrides
+  :data:`DEFAULT_PARAMS`, e.g. ``{"prepare": {"window_months": 3}}`` trains on the last three months only.
 - ``retrain(repo, stream, month, message=None) -> dict``: add a month, ``dvc repro``, commit, push;
   returns the new metrics (what a drift alarm calls, chapter 12).
 - ``read_metrics(repo) -> dict``, ``read_lock(repo) -> dict``: the current metrics and ``dvc.lock``.
 
-``stream=None`` means ``CreditStream(seed=2024, rows_per_month=2000)``. The build takes a few seconds:
-each dvc command costs about half a second to start, so the package runs as few as it can.
+``stream=None`` means ``CreditStream(seed=2024, rows_per_month=2000)``. Importing this module puts the
+running interpreter's ``bin/`` first on PATH (:func:`use_this_python`), so ``dvc`` and the stages'
+``python`` are the course environment's. A build takes several seconds, nearly all of it process start-up
+(about a second per dvc command or stage); ``tools/bench_dvc_project.py`` measures it.
 """
 from __future__ import annotations
 
