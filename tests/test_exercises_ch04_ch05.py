@@ -1,0 +1,136 @@
+"""The auto-checks of chapters 04 and 05: right answers pass, wrong ones raise under strict mode, with reasons."""
+from types import SimpleNamespace
+
+import mlflow
+import networkx as nx
+import pandas as pd
+import pytest
+
+from mlops_lab import registry
+from mlops_lab.checks import WrongAnswer
+from mlops_lab.exercises import ch04, ch05
+from mlops_lab.models import train
+from mlops_lab.registry import GateDecision
+from mlops_lab.simulator import CreditStream
+
+
+@pytest.fixture(autouse=True)
+def strict(monkeypatch):
+    monkeypatch.setenv("MLOPS_LAB_STRICT_CHECKS", "1")
+
+
+RUNS = pd.DataFrame({"params.C": ["0.03", "3.0", "0.3", "0.03"], "params.window_months": ["1", "1", "3", "3"],
+                     "metrics.val_auc": [0.70, 0.72, 0.80, 0.79]})
+
+
+def test_best_short_window(capsys):
+    assert ch04.best_run(RUNS, 1)["params.C"] == "3.0"
+    ch04.check_best_short_window(3, RUNS)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(WrongAnswer, match="not it"):
+        ch04.check_best_short_window(0.3, RUNS)  # the best over all windows, not the 1-month one
+    with pytest.raises(WrongAnswer, match="expected a number"):
+        ch04.check_best_short_window("best", RUNS)
+    ch04.check_best_short_window(..., RUNS)
+    assert "not attempted" in capsys.readouterr().out
+
+
+def test_largest_margin():
+    decision = GateDecision("m", "auc", "2", 0.80, "1", 0.77, 0.0, 100, True, "")
+    ch04.check_largest_margin(0.03, decision)
+    with pytest.raises(WrongAnswer):
+        ch04.check_largest_margin(0.80, decision)
+    with pytest.raises(ValueError, match="no champion"):
+        ch04.check_largest_margin(0.1, GateDecision("m", "auc", "1", 0.8, None, None, 0.0, 100, True, ""))
+
+
+def test_serving_version_check_calls_the_students_function(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient().create_experiment("ex", artifact_location=(tmp_path / "a").as_uri())
+    mlflow.set_experiment("ex")
+    try:
+        batch = CreditStream(seed=1, rows_per_month=300).month(0)
+        info = registry.log_credit_model(train(batch), batch, registered_model_name="ex-model")
+        registry.set_alias("ex-model", "champion", info.registered_model_version)
+
+        def right(name):
+            try:
+                return str(registry.get_version(name, "champion").version)
+            except registry.AliasNotFound:
+                return None
+
+        ch04.check_serving_version(right, "ex-model")
+        assert "correct" in capsys.readouterr().out
+        with pytest.raises(WrongAnswer, match="raised AliasNotFound"):
+            ch04.check_serving_version(lambda name: registry.get_version(name, "champion").version, "ex-model")
+        with pytest.raises(WrongAnswer, match="returned '1', expected None"):
+            ch04.check_serving_version(lambda name: "1", "ex-model")
+        with pytest.raises(WrongAnswer, match="expected a function"):
+            ch04.check_serving_version("1", "ex-model")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_sagemaker_mapping():
+    ch04.check_sagemaker_mapping(dict(ch04.SAGEMAKER))
+    wrong = {**ch04.SAGEMAKER, "the champion alias": "approval status Rejected"}
+    with pytest.raises(WrongAnswer, match="the champion alias"):
+        ch04.check_sagemaker_mapping(wrong)
+
+
+def small_graph() -> nx.DiGraph:
+    """Two batches, two data versions, two versions; the challenger (v2) saw both batches."""
+    g = nx.DiGraph()
+    for month in ("2024-01", "2024-02"):
+        g.add_node(f"batch:{month}", type="DataSet", label=month, relpath=f"{month}.csv", layer=0)
+    g.add_node("data:a", type="DataSet", label="data a", layer=1)
+    g.add_node("data:b", type="DataSet", label="data b", layer=1)
+    for v in ("1", "2"):
+        g.add_node(f"version:{v}", type="ModelPackage", label=f"v{v}", version=v, layer=4)
+    g.add_node("alias:champion", type="Endpoint", label="@champion", layer=5)
+    g.add_node("alias:challenger", type="Endpoint", label="@challenger", layer=5)
+    g.add_edges_from([("batch:2024-01", "data:a"), ("batch:2024-01", "data:b"), ("batch:2024-02", "data:b"),
+                      ("data:a", "version:1"), ("data:b", "version:2"), ("version:1", "alias:champion"),
+                      ("version:2", "alias:challenger")], association="ContributedTo")
+    return g
+
+
+def test_challenger_months(capsys):
+    graph = small_graph()
+    assert ch05.months_behind(graph, "challenger") == ["2024-01", "2024-02"]
+    ch05.check_challenger_months(["2024-02", "2024-01.csv"], graph)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(WrongAnswer, match=r"missing \['2024-02'\]"):
+        ch05.check_challenger_months(["2024-01"], graph)
+    with pytest.raises(WrongAnswer, match="expected a list"):
+        ch05.check_challenger_months("2024-01", graph)
+
+
+def test_january_after_rollback(monkeypatch):
+    graph = small_graph()
+    monkeypatch.setattr("mlops_lab.lineage.build_lineage", lambda repo, name: graph)
+    fake = SimpleNamespace(get_registered_model=lambda name: SimpleNamespace(aliases={"champion": 1}))
+    monkeypatch.setattr(ch05, "MlflowClient", lambda: fake)
+    ch05.check_january_after_rollback({"versions": [2, 1], "serving": 1}, "repo", "m")
+    with pytest.raises(WrongAnswer, match="versions"):
+        ch05.check_january_after_rollback({"versions": ["2"], "serving": "1"}, "repo", "m")
+    with pytest.raises(WrongAnswer, match="serving"):
+        ch05.check_january_after_rollback({"versions": ["1", "2"], "serving": "2"}, "repo", "m")
+
+
+def test_associations():
+    ch05.check_associations(dict(ch05.ASSOCIATIONS))
+    with pytest.raises(WrongAnswer, match="training run -> model file"):
+        ch05.check_associations({**ch05.ASSOCIATIONS, "training run -> model file": "DerivedFrom"})
+
+
+def test_changed_parameter():
+    run = lambda **params: SimpleNamespace(data=SimpleNamespace(params=params))  # noqa: E731
+    a, b = run(**{"train.C": "1.0", "featurize.drop": "[]"}), run(**{"train.C": "0.001", "featurize.drop": "[]"})
+    assert ch05.changed_parameter(a, b) == ["train.C"]
+    ch05.check_changed_parameter("train.C", a, b)
+    with pytest.raises(WrongAnswer):
+        ch05.check_changed_parameter("featurize.drop", a, b)
+    with pytest.raises(ValueError, match="exactly one"):
+        ch05.check_changed_parameter("train.C", a, a)
