@@ -195,7 +195,7 @@ def summarize(log: pd.DataFrame) -> dict:
     ms = log["latency_s"].to_numpy() * 1e3
     return {"requests": len(log), "errors": int(failed.sum()), "error_rate": float(failed.mean()),
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "p99_ms": float(np.percentile(ms, 99)), "rps": len(log) / span}
+            "p99_ms": float(np.percentile(ms, 99)), "rps": float(len(log) / span)}
 
 
 def rss_mb(pid: int) -> float:

@@ -211,11 +211,10 @@ class ModelService:
 
         mime = (content_type or "").split(";")[0].strip().lower()
         try:
-            data = _fast_frame(body) if mime == mlflow_server.CONTENT_TYPE_JSON else None
-            if data is not None:
-                pass  # a well-formed split/records payload: predict() below still enforces the schema
-            elif mime == mlflow_server.CONTENT_TYPE_JSON:
-                data = mlflow_server._parse_json_data(body, self.model.metadata, self.input_schema).data
+            if mime == mlflow_server.CONTENT_TYPE_JSON:
+                data = _fast_frame(body)  # a well-formed split/records body; None for anything else
+                if data is None:  # MLflow's own parser, and its error messages
+                    data = mlflow_server._parse_json_data(body, self.model.metadata, self.input_schema).data
             elif mime == mlflow_server.CONTENT_TYPE_CSV:
                 data = mlflow_server.parse_csv_input(io.StringIO(body.decode("utf-8", "replace")),
                                                      schema=self.input_schema)
