@@ -6,6 +6,16 @@
 - :mod:`mlops_lab.servers`   ``BackgroundServer``: HTTP servers on 127.0.0.1 that always get stopped
 - :mod:`mlops_lab.checks`    exercise auto-checks that explain, and never punish a student
 - :mod:`mlops_lab.figures`   the house style and figures with knobs that still show in static HTML
+- :mod:`mlops_lab.dvc_project` the chapter-03 credit pipeline as a git + DVC project (build, retrain)
+- :mod:`mlops_lab.registry`  fast model logging, aliases, the validation gate ``promote_if_better``
+- :mod:`mlops_lab.lineage`   lineage from alias to run, commit and DVC hashes, in SageMaker's vocabulary
+- :mod:`mlops_lab.serving`   the lean model server (MLflow pyfunc model, REST contract, /metrics)
+- :mod:`mlops_lab.router`    the traffic router: rollouts with guardrails, shadow, A/B, data capture
+- :mod:`mlops_lab.loadgen`   load generation, latency summaries, timeline figures
+- :mod:`mlops_lab.canary`    canary judge and A/B statistics
+- :mod:`mlops_lab.drift`     drift statistics and detectors
+- :mod:`mlops_lab.monitoring` scraping, delayed labels, rolling metrics, alarms, reports
+- :mod:`mlops_lab.retraining` data contract, quarantine, retrain guard, retraining policies
 - :mod:`mlops_lab.exercises` per-chapter checks
 """
 from .chapter import Chapter, start_chapter
