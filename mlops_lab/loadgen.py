@@ -63,13 +63,7 @@ def post(url: str, body: bytes | str, content_type: str = "application/json", he
 
 
 def get_json(url: str, timeout: float = 10) -> dict:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("GET", parts.path or "/")
-        return json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
+    return json.loads(get_text(url, timeout))
 
 
 def get_text(url: str, timeout: float = 10) -> str:

@@ -287,6 +287,13 @@ def alarm_from_dict(spec: dict) -> Alarm:
 
 
 # ---- the router process ---------------------------------------------------------------------------------
+def _fraction(name: str, value) -> float:
+    """``value`` as a float in [0, 1], or a ValueError that names the setting (the admin API answers 400)."""
+    if not 0 <= float(value) <= 1:
+        raise ValueError(f"{name} must be between 0 and 1")
+    return float(value)
+
+
 class BackendUnavailable(Exception):
     """The backend could not be reached or dropped the connection: safe to retry elsewhere."""
 
@@ -469,15 +476,11 @@ class Router:
                 self.deployment.phase = "rolled_back"  # a manual change ends a running deployment
                 self.deployment.events.append((time.time(), "deployment stopped by an operator", 0.0))
             if green_weight is not None:
-                if not 0 <= float(green_weight) <= 1:
-                    raise ValueError("green_weight must be between 0 and 1")
-                self.green_weight = float(green_weight)
+                self.green_weight = _fraction("green_weight", green_weight)
             if sticky is not None:
                 self.sticky = bool(sticky)
             if shadow_fraction is not None:
-                if not 0 <= float(shadow_fraction) <= 1:
-                    raise ValueError("shadow_fraction must be between 0 and 1")
-                self.shadow_fraction = float(shadow_fraction)
+                self.shadow_fraction = _fraction("shadow_fraction", shadow_fraction)
             if capture_sample is not None:
                 self.capture_sample = float(capture_sample)
         self.m_weight.set(self.green_weight)

@@ -126,26 +126,6 @@ with mock.patch.object(_data_validation, "color_warning", lambda *args, **kwargs
             return 1.0 / (1.0 + np.exp(-z))
 
 
-def use_experiment(name: str, workspace) -> str:
-    """Select MLflow experiment ``name``, creating it with its artifacts under ``workspace/mlruns``.
-
-    With a SQLite tracking store MLflow would otherwise put artifacts in ``./mlruns`` of whatever the
-    current directory is (the notebook's folder). A class tracking server (http) keeps its own artifact
-    store, so there the experiment is simply selected. Returns the experiment id.
-    """
-    from pathlib import Path
-
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None and mlflow.get_tracking_uri().startswith(("http://", "https://")):
-        return mlflow.set_experiment(name).experiment_id  # a class server keeps the artifacts itself
-    if experiment is None:
-        experiment_id = mlflow.create_experiment(name, artifact_location=(Path(workspace) / "mlruns").as_uri())
-    else:
-        experiment_id = experiment.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
-
-
 def log_credit_scorer(pipeline, example: pd.DataFrame, registered_model_name: str, *, name: str = "model",
                       fail_when: tuple[str, str] | None = None, delay_s: float = 0.0):
     """Log a :class:`CreditScorer` with a signature and explicit pip requirements; register it.

@@ -7,6 +7,7 @@ laptop they skip when it is missing; under ``CI=true`` they fail instead, so CI 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -57,3 +58,22 @@ def built_html() -> Path:
     if not (html / "index.html").is_file():
         skip_or_fail(f"no built book at {html} (index.html missing): run `make book` first")
     return html
+
+
+@contextlib.contextmanager
+def temporary_tracking(folder: Path, experiment: str):
+    """A SQLite MLflow store in ``folder`` with ``experiment`` active (artifacts in ``folder``, through
+    ``registry.start_tracking``); ``MLFLOW_TRACKING_URI`` is restored afterwards. Yields the store's URI."""
+    import mlflow
+
+    from mlops_lab.chapter import Chapter
+    from mlops_lab.registry import start_tracking
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        start_tracking(Chapter(experiment, folder, 0, uri), experiment, "credit")
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)

@@ -18,6 +18,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import temporary_tracking
 from mlops_lab import CreditStream
 from mlops_lab.loadgen import get_json, get_text, payloads, post, run_load, summarize
 from mlops_lab.models import train
@@ -119,15 +120,18 @@ def world(tmp_path_factory):
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops_lab.serving import log_credit_scorer, use_experiment
+    from mlops_lab.serving import log_credit_scorer
 
     folder = tmp_path_factory.mktemp("router")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
+    with temporary_tracking(folder, "test_router") as uri:
+        yield from start_world(folder, uri, log_credit_scorer)
+
+
+def start_world(folder, uri, log_credit_scorer):
+    import mlflow
+    from mlflow import MlflowClient
+
     stream = CreditStream(seed=9, rows_per_month=2000)
-    use_experiment("test_router", folder)
     with mlflow.start_run():
         version = log_credit_scorer(train(stream.month(0)), stream.month(0).head(100), "credit")
     MlflowClient().set_registered_model_alias("credit", "champion", version.version)
@@ -152,11 +156,6 @@ def world(tmp_path_factory):
            "folder": folder, "started": started}
     for server in started:
         server.stop()
-    if previous is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = previous
-    mlflow.set_tracking_uri(previous)
 
 
 def admin(router, path, **spec):

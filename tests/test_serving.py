@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -10,6 +9,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import temporary_tracking
 from mlops_lab import CreditStream
 from mlops_lab.loadgen import get_text, payloads, post, run_load, summarize
 from mlops_lab.models import train
@@ -20,19 +20,18 @@ from mlops_lab.serving import CreditScorer, ModelService, request_frame
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A fresh MLflow store with credit@champion (healthy) and credit@buggy (raises on 60-month loans)."""
+    with temporary_tracking(tmp_path_factory.mktemp("mlflow"), "test_serving") as uri:
+        yield log_models(uri)
+
+
+def log_models(uri):
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops_lab.serving import log_credit_scorer, use_experiment
+    from mlops_lab.serving import log_credit_scorer
 
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
     stream = CreditStream(seed=5, rows_per_month=2000)
     pipeline = train(stream.month(0))
-    use_experiment("test_serving", folder)
     with mlflow.start_run():
         healthy = log_credit_scorer(pipeline, stream.month(0).head(100), "credit", name="healthy")
         buggy = log_credit_scorer(pipeline, stream.month(0).head(100), "credit", name="buggy",
@@ -40,12 +39,7 @@ def registry(tmp_path_factory):
     client = MlflowClient()
     client.set_registered_model_alias("credit", "champion", healthy.version)
     client.set_registered_model_alias("credit", "buggy", buggy.version)
-    yield {"uri": uri, "pipeline": pipeline, "stream": stream}
-    if previous is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = previous
-    mlflow.set_tracking_uri(previous)
+    return {"uri": uri, "pipeline": pipeline, "stream": stream}
 
 
 def lean(registry, alias="champion"):

@@ -33,7 +33,9 @@ from mlops_lab.loadgen import payloads, rss_mb, run_load, summarize  # noqa: E40
 from mlops_lab.models import train  # noqa: E402
 from mlops_lab.router import router_command  # noqa: E402
 from mlops_lab.servers import BackgroundServer  # noqa: E402
-from mlops_lab.serving import log_credit_scorer, request_frame, use_experiment  # noqa: E402
+from mlops_lab.chapter import Chapter  # noqa: E402
+from mlops_lab.registry import start_tracking  # noqa: E402
+from mlops_lab.serving import log_credit_scorer, request_frame  # noqa: E402
 
 
 def register(folder: Path) -> tuple[str, str]:
@@ -45,9 +47,8 @@ def register(folder: Path) -> tuple[str, str]:
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
+    start_tracking(Chapter("bench_serving", folder, 0, uri), "bench_serving", "credit")
     stream = CreditStream(seed=0, rows_per_month=3000)
-    use_experiment("bench_serving", folder)
     pipeline = train(stream.month(0))
     with mlflow.start_run():
         version = log_credit_scorer(pipeline, stream.month(0).head(100), "credit")
