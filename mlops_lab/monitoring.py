@@ -165,15 +165,18 @@ def auc_with_se(y_true, score) -> tuple[float, float]:
 
 
 def rolling_metrics(joined: pd.DataFrame, window: str = "7D", time: str = "timestamp", score: str = "score",
-                    threshold: float = 0.5, z: float = 1.96) -> pd.DataFrame:
+                    threshold: float = 0.5, z: float = 1.96, origin="start_day") -> pd.DataFrame:
     """Accuracy and AUC per ``window`` of prediction time, on the rows whose label has arrived.
+
+    Windows start at ``origin`` (a timestamp, or pandas' "start_day": midnight of the first prediction);
+    pass the start of the period so the windows do not move with which requests were sampled.
 
     Columns: n (labelled), coverage (labelled share), accuracy with its Wilson interval, auc with a normal
     interval from the Hanley-McNeil standard error.
     """
     frame = joined.set_index(pd.to_datetime(joined[time])).sort_index()
     rows = []
-    for start, group in frame.groupby(pd.Grouper(freq=window)):
+    for start, group in frame.groupby(pd.Grouper(freq=window, origin=origin)):
         labelled = group[group["label"].notna()]
         y = labelled["label"].to_numpy(int)
         right = int(((labelled[score].to_numpy() >= threshold) == y).sum())

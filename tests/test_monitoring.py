@@ -122,6 +122,16 @@ def test_rolling_metrics_windows_and_coverage():
     assert (full["auc_low"] < full["auc"]).all()
 
 
+def test_rolling_metrics_windows_start_at_origin_not_at_first_prediction():
+    # the first sampled prediction is on day 2: windows still start on the period's first day
+    joined = pd.DataFrame({"timestamp": pd.date_range("2024-01-03", periods=12, freq="D"),
+                           "score": 0.9, "label": 1.0})
+    assert rolling_metrics(joined, window="7D").index[0] == pd.Timestamp("2024-01-03")
+    table = rolling_metrics(joined, window="7D", origin=pd.Timestamp("2024-01-01"))
+    assert table.index.tolist() == [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-08")]
+    assert table["predictions"].tolist() == [5, 7]
+
+
 def minute_series(values, start="2024-01-01 00:00"):
     return pd.Series(values, index=pd.date_range(start, periods=len(values), freq="1min"), dtype=float)
 

@@ -283,6 +283,20 @@ def test_capture_file_follows_the_documented_schema(world):
     assert captured == [61.0]
 
 
+def test_a_seeded_router_samples_the_same_requests(world):
+    def captured_inputs(name, seed):
+        path = world["folder"] / f"{name}.jsonl"
+        router = world["router"](world["blue"], None, capture=str(path), capture_sample=0.5, seed=seed)
+        for body in world["bodies"][:40]:
+            assert post(router.url + "/invocations", body)[0] == 200
+        router.stop()  # closing the router flushes its capture writer
+        return [json.dumps(r["inputs"]) for r in map(json.loads, path.read_text().splitlines())]
+
+    first, again, other = captured_inputs("seed5a", 5), captured_inputs("seed5b", 5), captured_inputs("seed6", 6)
+    assert first == again and 8 < len(first) < 32
+    assert first != other
+
+
 def test_metrics_expose_the_documented_names(world):
     router = world["router"](world["blue"], world["green"])
     run_load(router.url, world["bodies"], rate=None, requests=10, concurrency=1)
