@@ -102,11 +102,15 @@ def read_capture(path: str | Path) -> pd.DataFrame:
     ``status``, ``latency_ms``, ``model_version``, every input column, and ``score`` (P(default); a model
     that returns both class probabilities contributes the second). A line missing a key of
     :data:`CAPTURE_KEYS` raises: a capture that silently changed shape would poison every report built on it.
+    A last line still being written (no newline yet) is left for the next read.
     """
     import json
 
+    text = Path(path).read_text()
+    if not text.endswith("\n"):  # the router is appending a batch right now: its last line is not whole yet
+        text = text[:text.rfind("\n") + 1]
     rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         record = json.loads(line)

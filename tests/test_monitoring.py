@@ -215,6 +215,9 @@ def test_read_capture_flattens_rows_and_rejects_a_changed_schema(tmp_path):
     assert frame["row"].tolist() == [0, 1, 0, 0]
     assert frame["score"].tolist()[:2] == [0.1, 0.7] and pd.isna(frame["score"].iloc[2])
     assert frame["score"].iloc[3] == 0.2 and frame["ts"].iloc[0] == pd.Timestamp("2023-11-14 22:13:20.500")
+    half_written = path.read_text() + json.dumps({**record, "request_id": "r4"})[:40]
+    path.write_text(half_written)
+    assert read_capture(path)["request_id"].tolist() == frame["request_id"].tolist(), "the partial line waits"
     del record["model_version"]
     path.write_text(json.dumps(record) + "\n")
     with pytest.raises(ValueError, match="model_version"):
