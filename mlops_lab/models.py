@@ -1,4 +1,9 @@
-"""The course's baseline credit model and how it is scored, shared by every chapter."""
+"""The course's baseline credit model and how it is scored, shared by every chapter.
+
+:func:`train` and :func:`evaluate` take the date of the decision (``as_of``) and refuse a row whose label the
+lender could not know then (:class:`~mlops_lab.simulator.LabelFromTheFuture`): select rows with
+:func:`~mlops_lab.simulator.known_as_of` or :meth:`~mlops_lab.simulator.CreditStream.training_window`.
+"""
 from __future__ import annotations
 
 from typing import Iterable
@@ -11,7 +16,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from .simulator import CATEGORICAL, FEATURES, NUMERIC, TARGET, CreditStream, month_label
+from .simulator import CATEGORICAL, FEATURES, NUMERIC, TARGET, CreditStream, check_known, month_label
 
 
 def credit_model(C: float = 1.0) -> Pipeline:
@@ -23,14 +28,21 @@ def credit_model(C: float = 1.0) -> Pipeline:
     return Pipeline([("features", features), ("classifier", LogisticRegression(C=C, max_iter=1000))])
 
 
-def train(batch: pd.DataFrame, C: float = 1.0) -> Pipeline:
-    return credit_model(C).fit(batch[FEATURES], batch[TARGET])
+def train(batch: pd.DataFrame, *, as_of, C: float = 1.0, label: str = TARGET) -> Pipeline:
+    """Fit :func:`credit_model` on ``batch``, every row of which must have ``label`` known on ``as_of``."""
+    check_known(batch, as_of, label)
+    return credit_model(C).fit(batch[FEATURES], batch[label].astype(int))
 
 
-def evaluate(model: Pipeline, batch: pd.DataFrame, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy at ``threshold`` (decline when P(default) >= threshold) and AUC (how well it ranks risk)."""
+def evaluate(model: Pipeline, batch: pd.DataFrame, *, as_of, threshold: float = 0.5,
+             label: str = TARGET) -> dict[str, float]:
+    """Accuracy at ``threshold`` (decline when P(default) >= threshold) and AUC (how well it ranks risk).
+
+    Every row's ``label`` must be known on ``as_of``: a retrospective look uses a late ``as_of`` and says so.
+    """
+    check_known(batch, as_of, label)
     p = model.predict_proba(batch[FEATURES])[:, 1]
-    y = batch[TARGET].to_numpy()
+    y = batch[label].to_numpy(dtype=int)
     return {"accuracy": accuracy_score(y, p >= threshold), "auc": roc_auc_score(y, p),
             "default_rate": float(y.mean())}
 

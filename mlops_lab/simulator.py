@@ -24,6 +24,32 @@ Three knobs, each a strength that ramps in linearly from ``start_month`` over ``
 Everything is vectorised and deterministic: month ``t`` of a stream depends only on ``(seed, t, rows)``, so
 months can be drawn in any order, and one million rows take about a second.
 ``month(t, replicate=1)`` draws an independent second batch from the same month, for holdouts.
+
+**The book's clock.** A batch is the world's full record; what a lender knows of it depends on the date.
+
+4. **Decision.** Each applicant is decided on the day they apply (an online lender) by the lender's incumbent
+   policy (:data:`POLICY`: a credit-score floor and a debt-to-income cap). Declined applicants never get a
+   loan, so the lender never observes their outcome: ``default`` and ``early_delinquency`` are missing
+   (``<NA>``) for them. The outcome they would have had is kept, for teaching only, in
+   ``default_unseen_by_lender``: no package function that trains, evaluates or gates reads it.
+5. **Performance.** An approved loan that defaults (90+ days past due) does so after ``months_to_default``
+   in 4..12 months on book (three missed payments take at least four months; earlier defaults are likelier),
+   on ``default_date``; it first went 30+ days past due two months before.
+   ``early_delinquency`` = ever 30+ days past due within the first :data:`EARLY_MONTHS` months on book:
+   the early-performance label credit teams monitor. It is 1 for loans that default early and for some that
+   miss a payment and catch up (likelier the riskier the applicant), so it is correlated with ``default``
+   without being it.
+6. **When each label is known** (``default_known``, ``early_delinquency_known``): ``default`` on the
+   day of the default, or :data:`OUTCOME_MONTHS` (12) months after origination if there was none;
+   ``early_delinquency`` :data:`EARLY_MONTHS` + :data:`REPORTING_LAG_MONTHS` (3 + 1) months after
+   origination, when the month-end servicing report that covers month 3 on book reaches the warehouse.
+
+So on date D a lender knows a row's label only if the loan was approved and its known date is <= D:
+:func:`known_as_of` returns exactly those rows, :func:`snapshot` is the lender's whole table as of D, and
+:func:`newest_complete_month` says which application month has every label in. Everything in the package
+that trains, evaluates, gates or compares models takes an ``as_of`` and refuses a label from after it
+(:func:`check_known` raises :class:`LabelFromTheFuture`). The history starts at :data:`EARLIEST_MONTH`
+(2021-01, month -36), so a model in early 2024 has two years of matured loans to learn from.
 """
 from __future__ import annotations
 
@@ -34,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 START = pd.Period("2024-01", freq="M")
+EARLIEST_MONTH = -36            # 2021-01: the simulated history reaches back three years before month 0
 NUMERIC = ["age", "income", "employment_years", "loan_amount", "loan_term", "debt_to_income",
            "credit_score", "open_accounts", "delinquencies_2y"]
 CATEGORICAL = ["home_ownership", "purpose"]
@@ -47,10 +74,119 @@ _PURPOSE_RISK = np.array([0.15, 0.0, -0.1, -0.1, 0.6, 0.3])
 _PURPOSE_CONCEPT = np.array([0.2, 0.6, 0.0, 0.0, 0.8, 0.0])   # extra log-odds per unit of concept drift
 _HOME_RISK = np.array([0.2, 0.0, -0.2])
 
+# ---- the clock ----------------------------------------------------------------------------------------
+APPROVED = "approved"
+EARLY_LABEL = "early_delinquency"          # ever 30+ days past due within the first EARLY_MONTHS on book
+LABELS = (TARGET, EARLY_LABEL)
+KNOWN = {TARGET: "default_known", EARLY_LABEL: "early_delinquency_known"}   # the date each label is known
+UNSEEN = "default_unseen_by_lender"        # the counterfactual outcome of every applicant: teaching only
+OUTCOME_MONTHS = 12                        # the target: default within 12 months on book
+EARLY_MONTHS = 3
+REPORTING_LAG_MONTHS = 1                   # the month-end servicing report reaches the warehouse a month later
+POLICY = {"min_credit_score": 620, "max_debt_to_income": 0.50}   # the incumbent policy that approves
+_DEFAULT_MONTHS = np.arange(4, OUTCOME_MONTHS + 1)                 # 90+ days past due needs 3 missed payments
+_DEFAULT_MONTH_P = 0.8 ** (_DEFAULT_MONTHS - 4) / (0.8 ** (_DEFAULT_MONTHS - 4)).sum()
+_CURE_FACTOR = 0.6                         # P(early delinquency then catch-up) = 0.6 x P(default | x)
+_DAYS_PER_MONTH = 30.4375
+
 
 def month_label(month: int) -> str:
     """``month_label(0) == '2024-01'``: the calendar month of a batch index."""
     return str(START + int(month))
+
+
+def month_start(month: int) -> pd.Timestamp:
+    """The first day of month ``month`` (``month_start(0) == 2024-01-01``)."""
+    return (START + int(month)).start_time
+
+
+def month_end(month: int) -> pd.Timestamp:
+    """The last day of month ``month`` (a date: applications are dated by day)."""
+    return (START + int(month)).end_time.normalize()
+
+
+class LabelFromTheFuture(ValueError):
+    """A label was used before the date the lender could know it."""
+
+
+def _timestamp(as_of) -> pd.Timestamp:
+    if as_of is None:
+        raise TypeError("as_of is required: the date whose knowledge you may use (e.g. '2024-04-01')")
+    try:
+        return pd.Timestamp(as_of)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"as_of must be a date such as '2024-04-01', got {as_of!r}") from error
+
+
+def _check_label(label: str) -> None:
+    if label not in KNOWN:
+        raise ValueError(f"label must be one of {list(KNOWN)}, got {label!r}")
+
+
+def label_known(batch: pd.DataFrame, as_of, label: str = TARGET) -> np.ndarray:
+    """True for each row whose ``label`` the lender knows on ``as_of`` (approved, known date <= as_of)."""
+    _check_label(label)
+    missing = {label, KNOWN[label]} - set(batch.columns)
+    if missing:
+        raise ValueError(f"the batch has no {sorted(missing)} column(s): it is not a CreditStream batch "
+                         f"(or the label columns were dropped)")
+    known = batch[KNOWN[label]]
+    return (known.notna() & (known <= _timestamp(as_of))).to_numpy()
+
+
+def known_as_of(batch: pd.DataFrame, as_of, label: str = TARGET) -> pd.DataFrame:
+    """The rows of ``batch`` whose ``label`` is known on ``as_of``, with the label as a plain 0/1 integer.
+
+    Declined applicants never appear (their outcome is never observed); approved loans appear once their
+    label's known date has come. The teaching-only column :data:`UNSEEN` is dropped.
+    """
+    rows = batch.loc[label_known(batch, as_of, label)].drop(columns=[UNSEEN], errors="ignore")
+    return rows.astype({label: np.int8}).reset_index(drop=True)
+
+
+def check_known(batch: pd.DataFrame, as_of, label: str = TARGET) -> None:
+    """Raise :class:`LabelFromTheFuture` unless every row's ``label`` is known on ``as_of``."""
+    known = label_known(batch, as_of, label)
+    if not known.all():
+        late = batch.loc[~known, KNOWN[label]]
+        declined = int(late.isna().sum())
+        latest = late.max()
+        raise LabelFromTheFuture(
+            f"{int((~known).sum())} of {len(batch)} rows have no {label!r} known on {_timestamp(as_of).date()}"
+            f" ({declined} declined, never observed; the latest is known on "
+            f"{'-' if pd.isna(latest) else latest.date()}). Select rows with known_as_of(batch, as_of).")
+
+
+def snapshot(batch: pd.DataFrame, as_of) -> pd.DataFrame:
+    """The lender's table on ``as_of``: applications made by then, each label only if known by then.
+
+    Unknown labels are ``<NA>`` and their dates ``NaT``; the teaching-only :data:`UNSEEN` column is dropped.
+    This is what a data warehouse export on that date would hold (and what chapter 02 versions).
+    """
+    as_of = _timestamp(as_of)
+    view = batch.loc[batch["application_date"] <= as_of].drop(columns=[UNSEEN], errors="ignore").copy()
+    for label, known_column in KNOWN.items():
+        unknown = ~label_known(view, as_of, label)
+        view.loc[unknown, label] = pd.NA
+        view.loc[unknown, known_column] = pd.NaT
+    hidden = view["default_date"] > as_of
+    view.loc[hidden, ["default_date", "months_to_default"]] = pd.NA
+    return view.reset_index(drop=True)
+
+
+def newest_complete_month(as_of, label: str = TARGET) -> int:
+    """The latest application month whose every ``label`` is known on ``as_of``.
+
+    A loan applied for on the last day of month m has its 12-month outcome on the same day 12 months later,
+    so month m is complete from the first day of month m + 13 (m + 5 for the early label).
+    """
+    _check_label(label)
+    lag = OUTCOME_MONTHS if label == TARGET else EARLY_MONTHS + REPORTING_LAG_MONTHS
+    as_of = _timestamp(as_of)
+    month = (as_of.to_period("M") - START).n - lag
+    while month_end(month) + pd.DateOffset(months=lag) > as_of:
+        month -= 1
+    return month
 
 
 @dataclass(frozen=True)
@@ -115,31 +251,50 @@ class CreditStream:
 
         ``replicate=1, 2, ...`` draws another, independent batch from the same month (a holdout set).
         """
-        if not isinstance(month, (int, np.integer)) or month < 0:
-            raise ValueError(f"month must be a whole number >= 0 (0 is {month_label(0)}), got {month!r}")
+        if not isinstance(month, (int, np.integer)) or month < EARLIEST_MONTH:
+            raise ValueError(f"month must be a whole number >= {EARLIEST_MONTH} ({month_label(EARLIEST_MONTH)}; "
+                             f"0 is {month_label(0)}), got {month!r}")
         n = self.rows_per_month if rows is None else int(rows)
         if n < 1:
             raise ValueError(f"rows must be >= 1, got {rows!r}")
-        rng = np.random.default_rng([self.seed, int(month), n, int(replicate)])
+        # Months before 2024-01 are negative; SeedSequence wants non-negative entropy (month % 2**32 keeps
+        # months >= 0 exactly as they were drawn before the history was extended back).
+        rng = np.random.default_rng([self.seed, int(month) % 2**32, n, int(replicate)])
         level = self.drift.levels(month)
         if level["label"] == 0:
             batch = self._draw(rng, n, month, level)
         else:
             batch = self._draw_label_shifted(rng, n, month, level)
-        batch.insert(0, "application_id", np.int64(month) * 10_000_000 + np.arange(n, dtype=np.int64))
+        batch.insert(0, "application_id",
+                     np.int64(month - EARLIEST_MONTH) * 10_000_000 + np.arange(n, dtype=np.int64))
         batch.insert(1, "month", np.int16(month))
-        return batch
+        return _with_performance(batch, rng, month, _sigmoid(_log_odds(batch, level["concept"])))
 
     def months(self, months: Iterable[int]) -> pd.DataFrame:
         """Several months' batches, concatenated in the order given."""
         return pd.concat([self.month(m) for m in months], ignore_index=True)
+
+    def labelled(self, months: Iterable[int], as_of, label: str = TARGET) -> pd.DataFrame:
+        """The rows of ``months`` whose ``label`` is known on ``as_of`` (see :func:`known_as_of`)."""
+        return known_as_of(self.months(months), as_of, label)
+
+    def training_window(self, as_of, months: int = 3, label: str = TARGET) -> pd.DataFrame:
+        """The latest ``months`` application months whose every ``label`` is known on ``as_of``.
+
+        Whole months only: a month still maturing holds its early defaults but not yet its payers, so its
+        known rows over-state risk (the clock figure in chapter 01 shows why).
+        """
+        newest = newest_complete_month(as_of, label)
+        return self.labelled(range(newest - months + 1, newest + 1), as_of, label)
 
     def default_probability(self, batch: pd.DataFrame) -> np.ndarray:
         """The true P(default | x) for each row under its month's concept (before label shift).
 
         The ceiling for any model: its AUC on a batch is the best AUC a model could reach there.
         """
-        concept = np.array([self.drift.levels(int(m))["concept"] for m in batch["month"].to_numpy()])
+        months = batch["month"].to_numpy()
+        by_month = {int(m): self.drift.levels(int(m))["concept"] for m in np.unique(months)}
+        concept = pd.Series(months).map(by_month).to_numpy(dtype=float)
         return _sigmoid(_log_odds(batch, concept))
 
     # -- drawing ---------------------------------------------------------------------------------
@@ -161,6 +316,50 @@ class CreditStream:
             kept.append(pool)
             have += len(pool)
         return pd.concat(kept, ignore_index=True).iloc[:n].reset_index(drop=True)
+
+
+def _with_performance(batch: pd.DataFrame, rng: np.random.Generator, month: int,
+                      p_default: np.ndarray) -> pd.DataFrame:
+    """Add the application date, the incumbent policy's decision and each approved loan's performance.
+
+    Drawn after the applicants from the same generator, so the features of a month do not change.
+    """
+    n = len(batch)
+    first = month_start(month)
+    days = (month_end(month) - first).days + 1
+    applied = first + pd.to_timedelta(rng.integers(0, days, n), unit="D")
+    approved = ((batch["credit_score"] >= POLICY["min_credit_score"])
+                & (batch["debt_to_income"] <= POLICY["max_debt_to_income"])).to_numpy()
+    outcome = batch[TARGET].to_numpy().astype(bool)
+    months_to_default = rng.choice(_DEFAULT_MONTHS, size=n, p=_DEFAULT_MONTH_P)
+    cured_delinquency = rng.random(n) < _CURE_FACTOR * p_default
+    early = np.where(outcome, months_to_default - 2 <= EARLY_MONTHS, cured_delinquency)
+
+    applied_index = pd.DatetimeIndex(applied)
+    default_date = applied_index + pd.to_timedelta(np.round(months_to_default * _DAYS_PER_MONTH), unit="D")
+    matured = applied_index + pd.DateOffset(months=OUTCOME_MONTHS)
+    default_known = np.where(outcome, np.minimum(default_date, matured), matured)
+    early_known = applied_index + pd.DateOffset(months=EARLY_MONTHS + REPORTING_LAG_MONTHS)
+
+    def observed(values, seen=approved):  # the lender observes only the loans it made
+        return pd.arrays.IntegerArray(np.asarray(values, dtype=np.int8), mask=~seen)
+
+    def dated(values, seen=approved):
+        return pd.DatetimeIndex(values).where(seen)
+
+    out = batch.rename(columns={TARGET: UNSEEN})
+    out.insert(2, "application_date", applied_index)
+    out[APPROVED] = approved
+    out[TARGET] = observed(outcome)
+    out[KNOWN[TARGET]] = dated(default_known)
+    out[EARLY_LABEL] = observed(early)
+    out[KNOWN[EARLY_LABEL]] = dated(early_known)
+    defaulted = approved & outcome
+    out["months_to_default"] = observed(months_to_default, defaulted)
+    out["default_date"] = dated(default_date, defaulted)
+    unseen = out.pop(UNSEEN)
+    out[UNSEEN] = unseen.astype(np.int8)
+    return out
 
 
 def _sigmoid(z):

@@ -4,16 +4,22 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops_lab.simulator import CATEGORICAL, FEATURES, NUMERIC, TARGET, CreditStream, Drift, month_label
+from mlops_lab.simulator import (CATEGORICAL, FEATURES, NUMERIC, TARGET, UNSEEN, CreditStream, Drift,
+                                 month_label)
+
+# These tests are about the world's generative story, so they read every applicant's outcome (UNSEEN),
+# which the lender never sees for declined applicants; tests/test_clock.py covers what the lender sees.
 
 ROWS = 40_000
 
 
 def test_schema_and_ranges():
     batch = CreditStream(seed=1).month(0, rows=5_000)
-    assert list(batch.columns) == ["application_id", "month"] + FEATURES + [TARGET]
+    assert list(batch.columns) == (["application_id", "month", "application_date"] + FEATURES
+                                   + ["approved", TARGET, "default_known", "early_delinquency",
+                                      "early_delinquency_known", "months_to_default", "default_date", UNSEEN])
     assert batch["application_id"].is_unique
-    assert set(batch[TARGET].unique()) == {0, 1}
+    assert set(batch[UNSEEN].unique()) == {0, 1}
     assert batch["credit_score"].between(300, 850).all()
     assert batch["debt_to_income"].between(0, 0.95).all()
     assert batch["age"].between(21, 75).all()
@@ -32,13 +38,13 @@ def test_deterministic_by_seed_and_independent_of_order():
 
 
 def test_month_zero_default_rate_is_about_ten_percent():
-    assert 0.08 < CreditStream(seed=0).month(0, rows=ROWS)[TARGET].mean() < 0.16
+    assert 0.08 < CreditStream(seed=0).month(0, rows=ROWS)[UNSEEN].mean() < 0.16
 
 
 def test_no_drift_means_a_stationary_world():
     stream = CreditStream(seed=5)
     early, late = stream.month(0, rows=ROWS), stream.month(12, rows=ROWS)
-    assert abs(early[TARGET].mean() - late[TARGET].mean()) < 0.01
+    assert abs(early[UNSEEN].mean() - late[UNSEEN].mean()) < 0.01
     assert abs(early["income"].median() / late["income"].median() - 1) < 0.02
 
 
@@ -57,9 +63,9 @@ def test_label_shift_multiplies_the_odds_and_keeps_p_x_given_y():
     base = CreditStream(seed=6).month(11, rows=ROWS)
     shifted = CreditStream(seed=6, drift=Drift(label=1.0)).month(11, rows=ROWS)
     odds = lambda p: p / (1 - p)
-    assert odds(shifted[TARGET].mean()) / odds(base[TARGET].mean()) == pytest.approx(np.e, rel=0.1)
+    assert odds(shifted[UNSEEN].mean()) / odds(base[UNSEEN].mean()) == pytest.approx(np.e, rel=0.1)
     for y in (0, 1):  # what defaulters (and payers) look like does not change
-        a, b = base[base[TARGET] == y], shifted[shifted[TARGET] == y]
+        a, b = base[base[UNSEEN] == y], shifted[shifted[UNSEEN] == y]
         assert abs(a["credit_score"].mean() - b["credit_score"].mean()) < 3
     assert len(shifted) == ROWS
 
@@ -69,7 +75,7 @@ def test_concept_drift_changes_the_rule_and_hurts_a_stale_model():
     late = stream.month(11, rows=ROWS)
     old_rule = CreditStream(seed=7).default_probability(late.assign(month=0))
     new_rule = stream.default_probability(late)
-    assert roc_auc_score(late[TARGET], new_rule) > roc_auc_score(late[TARGET], old_rule) + 0.02
+    assert roc_auc_score(late[UNSEEN], new_rule) > roc_auc_score(late[UNSEEN], old_rule) + 0.02
 
 
 def test_drift_ramp():
@@ -86,7 +92,7 @@ def test_bad_drift_settings_are_clear_errors(bad):
         Drift(**bad)
 
 
-@pytest.mark.parametrize("call", [lambda s: s.month(-1), lambda s: s.month(1.5), lambda s: s.month(0, rows=0)])
+@pytest.mark.parametrize("call", [lambda s: s.month(-37), lambda s: s.month(1.5), lambda s: s.month(0, rows=0)])
 def test_bad_months_are_clear_errors(call):
     with pytest.raises(ValueError):
         call(CreditStream())
