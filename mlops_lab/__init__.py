@@ -1,7 +1,8 @@
 """The lab kit of the executable MLOps course book.
 
 - :mod:`mlops_lab.chapter`   ``start_chapter``: fresh workspace, seeds, telemetry off, MLflow store
-- :mod:`mlops_lab.simulator` ``CreditStream`` and ``Drift``: the running example (monthly credit batches)
+- :mod:`mlops_lab.simulator` ``CreditStream`` and ``Drift``: the running example (monthly credit batches), and
+  the book's clock (``known_as_of``, ``snapshot``, ``lend``): which labels a lender knows on a date
 - :mod:`mlops_lab.shell`     ``sh``: run git/dvc/mlflow visibly; raise on failure
 - :mod:`mlops_lab.servers`   ``BackgroundServer``: HTTP servers on 127.0.0.1 that always get stopped
 - :mod:`mlops_lab.checks`    exercise auto-checks that explain, and never punish a student
@@ -20,8 +21,11 @@
 """
 from .chapter import Chapter, start_chapter
 from .shell import CommandFailed, sh
-from .simulator import CATEGORICAL, FEATURES, NUMERIC, TARGET, CreditStream, Drift, month_label
+from .simulator import (APPROVED, CATEGORICAL, EARLY_LABEL, FEATURES, NUMERIC, TARGET, CreditStream, Drift,
+                        LabelFromTheFuture, check_known, known_as_of, lend, month_end, month_label, month_start,
+                        newest_complete_month, snapshot)
 
 __all__ = ["Chapter", "start_chapter", "CommandFailed", "sh", "CreditStream", "Drift", "month_label",
-           "FEATURES", "NUMERIC", "CATEGORICAL", "TARGET"]
+           "month_start", "month_end", "FEATURES", "NUMERIC", "CATEGORICAL", "TARGET", "EARLY_LABEL", "APPROVED",
+           "LabelFromTheFuture", "check_known", "known_as_of", "lend", "newest_complete_month", "snapshot"]
 __version__ = "0.1.0"

@@ -30,8 +30,9 @@ months can be drawn in any order, and one million rows take about a second.
 4. **Decision.** Each applicant is decided on the day they apply (an online lender) by the lender's incumbent
    policy (:data:`POLICY`: a credit-score floor and a debt-to-income cap). Declined applicants never get a
    loan, so the lender never observes their outcome: ``default`` and ``early_delinquency`` are missing
-   (``<NA>``) for them. The outcome they would have had is kept, for teaching only, in
-   ``default_unseen_by_lender``: no package function that trains, evaluates or gates reads it.
+   (``<NA>``) for them. The performance every applicant would have had is kept, for teaching only, in the
+   ``*_unseen_by_lender`` columns: no package function that trains, evaluates or gates reads them, and
+   :func:`lend` applies another decision (a model's, in chapter 10's A/B test) to the same applicants.
 5. **Performance.** An approved loan that defaults (90+ days past due) does so after ``months_to_default``
    in 4..12 months on book (three missed payments take at least four months; earlier defaults are likelier),
    on ``default_date``; it first went 30+ days past due two months before.
@@ -79,7 +80,11 @@ APPROVED = "approved"
 EARLY_LABEL = "early_delinquency"          # ever 30+ days past due within the first EARLY_MONTHS on book
 LABELS = (TARGET, EARLY_LABEL)
 KNOWN = {TARGET: "default_known", EARLY_LABEL: "early_delinquency_known"}   # the date each label is known
-UNSEEN = "default_unseen_by_lender"        # the counterfactual outcome of every applicant: teaching only
+# Every applicant's would-be performance, declined or not: the world's record, for teaching only.
+UNSEEN = "default_unseen_by_lender"
+UNSEEN_EARLY = "early_delinquency_unseen_by_lender"
+UNSEEN_MONTHS = "months_to_default_unseen_by_lender"    # 0 for a loan that would not default
+UNSEEN_COLUMNS = (UNSEEN, UNSEEN_EARLY, UNSEEN_MONTHS)
 OUTCOME_MONTHS = 12                        # the target: default within 12 months on book
 EARLY_MONTHS = 3
 REPORTING_LAG_MONTHS = 1                   # the month-end servicing report reaches the warehouse a month later
@@ -140,7 +145,7 @@ def known_as_of(batch: pd.DataFrame, as_of, label: str = TARGET) -> pd.DataFrame
     Declined applicants never appear (their outcome is never observed); approved loans appear once their
     label's known date has come. The teaching-only column :data:`UNSEEN` is dropped.
     """
-    rows = batch.loc[label_known(batch, as_of, label)].drop(columns=[UNSEEN], errors="ignore")
+    rows = batch.loc[label_known(batch, as_of, label)].drop(columns=list(UNSEEN_COLUMNS), errors="ignore")
     return rows.astype({label: np.int8}).reset_index(drop=True)
 
 
@@ -164,7 +169,7 @@ def snapshot(batch: pd.DataFrame, as_of) -> pd.DataFrame:
     This is what a data warehouse export on that date would hold (and what chapter 02 versions).
     """
     as_of = _timestamp(as_of)
-    view = batch.loc[batch["application_date"] <= as_of].drop(columns=[UNSEEN], errors="ignore").copy()
+    view = batch.loc[batch["application_date"] <= as_of].drop(columns=list(UNSEEN_COLUMNS), errors="ignore").copy()
     for label, known_column in KNOWN.items():
         unknown = ~label_known(view, as_of, label)
         view.loc[unknown, label] = pd.NA
@@ -320,26 +325,57 @@ class CreditStream:
 
 def _with_performance(batch: pd.DataFrame, rng: np.random.Generator, month: int,
                       p_default: np.ndarray) -> pd.DataFrame:
-    """Add the application date, the incumbent policy's decision and each approved loan's performance.
+    """Add the application date, every applicant's would-be loan performance, and the incumbent's decision.
 
-    Drawn after the applicants from the same generator, so the features of a month do not change.
+    Drawn after the applicants from the same generator, so the features of a month do not change. The
+    performance of every applicant is kept in the ``*_unseen_by_lender`` columns; :func:`lend` applies a
+    decision and fills in what the lender observes of the loans it made.
     """
     n = len(batch)
     first = month_start(month)
     days = (month_end(month) - first).days + 1
     applied = first + pd.to_timedelta(rng.integers(0, days, n), unit="D")
-    approved = ((batch["credit_score"] >= POLICY["min_credit_score"])
-                & (batch["debt_to_income"] <= POLICY["max_debt_to_income"])).to_numpy()
     outcome = batch[TARGET].to_numpy().astype(bool)
     months_to_default = rng.choice(_DEFAULT_MONTHS, size=n, p=_DEFAULT_MONTH_P)
     cured_delinquency = rng.random(n) < _CURE_FACTOR * p_default
     early = np.where(outcome, months_to_default - 2 <= EARLY_MONTHS, cured_delinquency)
 
-    applied_index = pd.DatetimeIndex(applied)
-    default_date = applied_index + pd.to_timedelta(np.round(months_to_default * _DAYS_PER_MONTH), unit="D")
-    matured = applied_index + pd.DateOffset(months=OUTCOME_MONTHS)
+    out = batch.drop(columns=[TARGET])
+    out.insert(2, "application_date", pd.DatetimeIndex(applied))
+    out[UNSEEN] = outcome.astype(np.int8)
+    out[UNSEEN_EARLY] = early.astype(np.int8)
+    out[UNSEEN_MONTHS] = np.where(outcome, months_to_default, 0).astype(np.int8)
+    return lend(out, incumbent_policy(out))
+
+
+def incumbent_policy(batch: pd.DataFrame) -> np.ndarray:
+    """The lender's decision before any model: approve above a credit-score floor and below a DTI cap."""
+    return ((batch["credit_score"] >= POLICY["min_credit_score"])
+            & (batch["debt_to_income"] <= POLICY["max_debt_to_income"])).to_numpy()
+
+
+def lend(batch: pd.DataFrame, approve) -> pd.DataFrame:
+    """``batch`` decided by ``approve`` (one bool per row): what the lender will observe of the loans it made.
+
+    Sets ``approved`` and, for approved rows only, ``default`` and ``early_delinquency`` with the dates they
+    become known, ``months_to_default`` and ``default_date``; declined rows get ``<NA>``/``NaT``. Chapter 10
+    uses it to let each arm of an A/B test decide its own applicants. The batch keeps its
+    ``*_unseen_by_lender`` columns (the whole world's record); :func:`known_as_of` and :func:`snapshot` drop
+    them.
+    """
+    approved = np.asarray(approve, dtype=bool)
+    if approved.shape != (len(batch),):
+        raise ValueError(f"approve needs one True/False per row ({len(batch)}), got shape {approved.shape}")
+    missing = {"application_date", *UNSEEN_COLUMNS} - set(batch.columns)
+    if missing:
+        raise ValueError(f"lend needs a CreditStream batch with its world record; missing {sorted(missing)}")
+    applied = pd.DatetimeIndex(batch["application_date"])
+    outcome = batch[UNSEEN].to_numpy().astype(bool)
+    months_to_default = batch[UNSEEN_MONTHS].to_numpy()
+    default_date = applied + pd.to_timedelta(np.round(months_to_default * _DAYS_PER_MONTH), unit="D")
+    matured = applied + pd.DateOffset(months=OUTCOME_MONTHS)
     default_known = np.where(outcome, np.minimum(default_date, matured), matured)
-    early_known = applied_index + pd.DateOffset(months=EARLY_MONTHS + REPORTING_LAG_MONTHS)
+    early_known = applied + pd.DateOffset(months=EARLY_MONTHS + REPORTING_LAG_MONTHS)
 
     def observed(values, seen=approved):  # the lender observes only the loans it made
         return pd.arrays.IntegerArray(np.asarray(values, dtype=np.int8), mask=~seen)
@@ -347,19 +383,17 @@ def _with_performance(batch: pd.DataFrame, rng: np.random.Generator, month: int,
     def dated(values, seen=approved):
         return pd.DatetimeIndex(values).where(seen)
 
-    out = batch.rename(columns={TARGET: UNSEEN})
-    out.insert(2, "application_date", applied_index)
-    out[APPROVED] = approved
-    out[TARGET] = observed(outcome)
-    out[KNOWN[TARGET]] = dated(default_known)
-    out[EARLY_LABEL] = observed(early)
-    out[KNOWN[EARLY_LABEL]] = dated(early_known)
     defaulted = approved & outcome
-    out["months_to_default"] = observed(months_to_default, defaulted)
-    out["default_date"] = dated(default_date, defaulted)
-    unseen = out.pop(UNSEEN)
-    out[UNSEEN] = unseen.astype(np.int8)
-    return out
+    observed_columns = {
+        APPROVED: approved, TARGET: observed(outcome), KNOWN[TARGET]: dated(default_known),
+        EARLY_LABEL: observed(batch[UNSEEN_EARLY].to_numpy()), KNOWN[EARLY_LABEL]: dated(early_known),
+        "months_to_default": observed(months_to_default, defaulted),
+        "default_date": dated(default_date, defaulted),
+    }
+    world = batch.drop(columns=[c for c in observed_columns if c in batch.columns])
+    hidden = world[list(UNSEEN_COLUMNS)]
+    out = world.drop(columns=list(UNSEEN_COLUMNS)).assign(**observed_columns)
+    return pd.concat([out, hidden], axis=1)
 
 
 def _sigmoid(z):

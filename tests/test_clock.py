@@ -5,7 +5,7 @@ import pytest
 
 from mlops_lab.models import evaluate, train
 from mlops_lab.simulator import (APPROVED, EARLY_LABEL, KNOWN, OUTCOME_MONTHS, TARGET, UNSEEN, CreditStream,
-                                 Drift, LabelFromTheFuture, check_known, known_as_of, month_end, month_start,
+                                 Drift, LabelFromTheFuture, check_known, known_as_of, lend, month_end, month_start,
                                  newest_complete_month, snapshot)
 
 STREAM = CreditStream(seed=11, rows_per_month=4000)
@@ -113,6 +113,18 @@ def test_models_refuse_a_label_from_the_future(batch, use):
     with pytest.raises(TypeError, match="as_of is required"):
         train(past, as_of=None)
     assert evaluate(model, known_as_of(batch, "2025-02-01"), as_of="2025-02-01")["auc"] > 0.7
+
+
+def test_lend_applies_another_decision_to_the_same_applicants(batch):
+    approve_all = lend(batch, np.ones(len(batch), bool))
+    assert approve_all[TARGET].notna().all()
+    assert (approve_all[TARGET].astype(int) == batch[UNSEEN]).all()
+    # The incumbent's own decision reproduces the batch exactly.
+    pd.testing.assert_frame_equal(lend(batch, batch[APPROVED].to_numpy()), batch)
+    with pytest.raises(ValueError, match="one True/False per row"):
+        lend(batch, [True])
+    with pytest.raises(ValueError, match="world record"):
+        lend(known_as_of(batch, "2026-01-01"), np.ones(batch[APPROVED].sum(), bool))
 
 
 def test_label_shift_keeps_the_clock():

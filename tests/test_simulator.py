@@ -17,7 +17,8 @@ def test_schema_and_ranges():
     batch = CreditStream(seed=1).month(0, rows=5_000)
     assert list(batch.columns) == (["application_id", "month", "application_date"] + FEATURES
                                    + ["approved", TARGET, "default_known", "early_delinquency",
-                                      "early_delinquency_known", "months_to_default", "default_date", UNSEEN])
+                                      "early_delinquency_known", "months_to_default", "default_date", UNSEEN,
+                                      "early_delinquency_unseen_by_lender", "months_to_default_unseen_by_lender"])
     assert batch["application_id"].is_unique
     assert set(batch[UNSEEN].unique()) == {0, 1}
     assert batch["credit_score"].between(300, 850).all()

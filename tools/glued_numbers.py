@@ -1,0 +1,66 @@
+"""The numbers a chapter's text states (its myst-nb glue values), to compare two versions of the book.
+
+    python tools/glued_numbers.py chapters/01_maturity_levels.ipynb [...] [--json FILE]
+    python tools/glued_numbers.py --compare BEFORE.json AFTER.json
+
+Executes each notebook in a fresh kernel started in its folder (as the book does) and reads every value it
+glued (myst-nb records it in the output's metadata). ``--compare`` prints a Markdown table of each chapter's
+numbers before and after a change: what a closing note reports when a change moves what the book says.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def glued(notebook: Path, timeout: int = 900) -> dict[str, str]:
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebook.parent.resolve())}}).execute()
+    values = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                values[name] = output.get("data", {}).get("text/plain", "")
+    return values
+
+
+def compare(before: dict, after: dict) -> str:
+    lines = ["| chapter | number | before | after |", "|---|---|---|---|"]
+    for chapter in sorted(set(before) | set(after)):
+        old, new = before.get(chapter, {}), after.get(chapter, {})
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                lines.append(f"| {chapter} | {name} | {old.get(name, '(none)')} | {new.get(name, '(none)')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
+    args = parser.parse_args(argv)
+    if args.compare:
+        print(compare(*(json.loads(p.read_text()) for p in args.compare)))
+        return 0
+    result = {}
+    for notebook in args.notebooks:
+        result[notebook.stem] = glued(notebook)
+        print(f"{notebook.stem}: {len(result[notebook.stem])} numbers", file=sys.stderr)
+    text = json.dumps(result, indent=1, sort_keys=True)
+    if args.json:
+        args.json.write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
