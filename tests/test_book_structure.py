@@ -152,12 +152,29 @@ def check_no_outputs(nb) -> list[str]:
             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
 
 
+TRAINS = re.compile(r"(?<!\w)(?:train|promote_if_better|build_credit_project|retrain|simulate_year|"
+                    r"compare_policies)\(|\.fit\(|dvc (?:repro|exp run)")
+CLOCK_ASSERTED = re.compile(r"check_known\(|assert\b[^\n]*_known\b")
+
+
+def check_clock(nb) -> list[str]:
+    """A chapter that trains or judges models asserts its labels were known then, and links the clock."""
+    code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    if not TRAINS.search(code):
+        return []
+    problems = [] if CLOCK_ASSERTED.search(code) else [
+        "trains a model but never asserts its labels were known then (check_known(...) or assert ..._known)"]
+    if "(the-clock)=" not in markdown_of(nb) and "<the-clock>" not in markdown_of(nb):
+        problems.append("trains a model but never refers to the book's clock ({ref}`... <the-clock>`)")
+    return problems
+
+
 CHAPTER_CHECKS = {
     "overview": check_overview, "prerequisites": check_prerequisites,
     "sagemaker_admonition": check_sagemaker_admonition, "exercises": check_exercises,
     "gated_solutions": check_gated_solutions, "solution_blocks": check_solution_blocks,
     "summary": check_summary, "further_reading": check_further_reading,
-    "first_code_cell": check_first_code_cell, "no_outputs": check_no_outputs,
+    "first_code_cell": check_first_code_cell, "no_outputs": check_no_outputs, "clock": check_clock,
 }
 
 
@@ -307,6 +324,11 @@ def add_output(nb):
     return nb
 
 
+def train_without_the_clock(nb):
+    nb.cells.insert(2, new_code_cell("model = train(history, as_of='2024-01-01')"))
+    return nb
+
+
 BREAKAGES = {
     "overview": replace_in("Learning objectives", "Goals"),
     "prerequisites": replace_in("**Prerequisites.**", "Needs:"),
@@ -318,6 +340,7 @@ BREAKAGES = {
     "further_reading": replace_in("{cite:t}`google2020mlops`", "Google's paper"),
     "first_code_cell": replace_in("start_chapter(", "begin("),
     "no_outputs": add_output,
+    "clock": train_without_the_clock,
 }
 
 

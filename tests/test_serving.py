@@ -31,10 +31,11 @@ def log_models(uri):
     from mlops_lab.serving import log_credit_scorer
 
     stream = CreditStream(seed=5, rows_per_month=2000)
-    pipeline = train(stream.month(0))
+    training = stream.training_window("2024-01-01", months=1)
+    pipeline = train(training, as_of="2024-01-01")
     with mlflow.start_run():
-        healthy = log_credit_scorer(pipeline, stream.month(0).head(100), "credit", name="healthy")
-        buggy = log_credit_scorer(pipeline, stream.month(0).head(100), "credit", name="buggy",
+        healthy = log_credit_scorer(pipeline, training.head(100), "credit", name="healthy")
+        buggy = log_credit_scorer(pipeline, training.head(100), "credit", name="buggy",
                                   fail_when=("loan_term", 60))
     client = MlflowClient()
     client.set_registered_model_alias("credit", "champion", healthy.version)

@@ -49,10 +49,11 @@ def register(folder: Path) -> tuple[str, str]:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     start_tracking(Chapter("bench_serving", folder, 0, uri), "bench_serving", "credit")
     stream = CreditStream(seed=0, rows_per_month=3000)
-    pipeline = train(stream.month(0))
+    training = stream.training_window("2024-01-01", months=1)
+    pipeline = train(training, as_of="2024-01-01")
     with mlflow.start_run():
-        version = log_credit_scorer(pipeline, stream.month(0).head(100), "credit")
-        sklearn_info = log_credit_model(pipeline, stream.month(0), name="sklearn", registered_model_name="credit-sklearn")
+        version = log_credit_scorer(pipeline, training.head(100), "credit")
+        sklearn_info = log_credit_model(pipeline, training, name="sklearn", registered_model_name="credit-sklearn")
     client = MlflowClient()
     client.set_registered_model_alias("credit", "champion", version.version)
     client.set_registered_model_alias("credit-sklearn", "champion", sklearn_info.registered_model_version)
