@@ -27,7 +27,8 @@ def glued(notebook: Path, timeout: int = 900) -> dict[str, str]:
         for output in cell.get("outputs", []):
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name:
-                values[name] = output.get("data", {}).get("text/plain", "")
+                data = output.get("data", {})   # display=False keeps the value under papermill's record type
+                values[name] = data.get("text/plain") or data.get("application/papermill.record/text/plain", "")
     return values
 
 
