@@ -3,10 +3,13 @@
 - :func:`scrape` / :func:`parse_metrics` read the Prometheus text format that the router and the model
   server expose on ``/metrics`` (with ``prometheus_client.parser``) into a tidy DataFrame, and
   :func:`histogram_quantile` estimates a latency percentile from histogram buckets the way Prometheus does.
-- :func:`join_labels` joins captured predictions with ground truth that arrives days or weeks later, as of a
-  given time (only labels known by then), and :func:`rolling_metrics` computes accuracy and AUC per window
-  with their uncertainty (Wilson interval for accuracy; Hanley-McNeil standard error for AUC), because a
-  window of 200 labelled loans says much less than one of 5,000.
+- :func:`label_feed` is the servicing feed of one of the simulator's labels: one row per *approved* loan with
+  its label and the date it becomes known (declined applicants never get one). :func:`join_labels` joins
+  captured predictions with that feed *as of* a date (only labels known then), and :func:`rolling_metrics`
+  computes accuracy and AUC per window with their uncertainty (Wilson interval for accuracy; Hanley-McNeil
+  standard error for AUC, :func:`auc_se`), because a window of 200 labelled loans says much less than one of
+  5,000. Both require ``as_of`` and refuse anything from after it: a prediction not yet made, or a label not
+  yet known (:class:`~mlops_lab.simulator.LabelFromTheFuture`).
 - :class:`AlarmRule` is a CloudWatch-style alarm: a statistic over each ``period``, compared with a
   ``threshold``; ALARM when ``datapoints_to_alarm`` of the last ``evaluation_periods`` periods breach ("M out
   of N"), INSUFFICIENT_DATA before there are N periods, missing periods treated as CloudWatch's
@@ -27,6 +30,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .simulator import APPROVED, KNOWN, TARGET, LabelFromTheFuture
 
 # ---- Prometheus -----------------------------------------------------------------------------------------
 
@@ -132,16 +137,83 @@ def read_capture(path: str | Path) -> pd.DataFrame:
 # ---- delayed labels and model quality --------------------------------------------------------------------
 
 
-def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, as_of=None, key: str = "application_id",
-                label_time: str = "label_time") -> pd.DataFrame:
-    """Captured predictions with the ground truth known at ``as_of`` (all labels when None).
+def _as_of(as_of) -> pd.Timestamp:
+    if as_of is None:
+        raise TypeError("as_of is required: the date whose knowledge the monitor may use (e.g. '2024-06-01')")
+    try:
+        return pd.Timestamp(as_of)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"as_of must be a date such as '2024-06-01', got {as_of!r}") from error
 
-    A prediction whose label has not arrived yet keeps ``label`` = NaN: it must not count as right or
-    wrong, and the share that is labelled (the *coverage*) is itself worth watching.
+
+def label_feed(batch: pd.DataFrame, label: str = TARGET, key: str = "application_id") -> pd.DataFrame:
+    """The servicing feed of ``label`` for a :class:`~mlops_lab.simulator.CreditStream` batch.
+
+    One row per approved loan: ``key``, ``application_date``, ``label`` (0/1) and ``label_time`` (the date the
+    lender learns it: the simulator's ``default_known`` or ``early_delinquency_known``). Declined applicants
+    have no row: the lender never observes the outcome of a loan it did not make. The feed holds labels
+    that arrive after any given date; :func:`join_labels` reads only those known by its ``as_of``.
     """
-    known = labels if as_of is None else labels[labels[label_time] <= as_of]
-    joined = predictions.merge(known[[key, "label", label_time]], on=key, how="left", validate="one_to_one")
-    return joined
+    if label not in KNOWN:
+        raise ValueError(f"label must be one of {list(KNOWN)}, got {label!r}")
+    missing = {key, "application_date", APPROVED, label, KNOWN[label]} - set(batch.columns)
+    if missing:
+        raise ValueError(f"label_feed needs a CreditStream batch; missing {sorted(missing)}")
+    loans = batch.loc[batch[APPROVED].to_numpy(dtype=bool)]
+    if loans[label].isna().any() or loans[KNOWN[label]].isna().any():
+        raise ValueError(f"an approved loan without {label!r} or its date: not a CreditStream batch")
+    return pd.DataFrame({key: loans[key].to_numpy(), "application_date": loans["application_date"].to_numpy(),
+                         "label": loans[label].to_numpy(dtype=np.int8),
+                         "label_time": loans[KNOWN[label]].to_numpy()})
+
+
+def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, *, as_of, key: str = "application_id",
+                time: str = "timestamp", label_time: str = "label_time") -> pd.DataFrame:
+    """Captured predictions with the ground truth known on ``as_of`` (required).
+
+    ``predictions`` need ``key`` and ``time`` (when the prediction was made); a prediction made after
+    ``as_of`` does not exist yet on that date, so it raises. ``labels`` need ``key``, ``label`` and
+    ``label_time`` (the date each label became known, as :func:`label_feed` gives them); only labels with
+    ``label_time <= as_of`` are joined. A prediction whose label has not arrived (or never will: a declined
+    applicant) keeps ``label`` = NaN: it must not count as right or wrong, and the share that is labelled
+    (the *coverage*) is itself worth watching.
+    """
+    as_of = _as_of(as_of)
+    for frame, name, columns in ((predictions, "predictions", (key, time)), (labels, "labels",
+                                                                              (key, "label", label_time))):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name} lack the column(s) {missing}")
+    made = pd.to_datetime(predictions[time])
+    if (made > as_of).any():
+        raise ValueError(f"{int((made > as_of).sum())} predictions were made after as_of={as_of.date()}: on that "
+                         f"date they do not exist yet; select predictions[{time!r}] <= as_of")
+    arrived = pd.to_datetime(labels[label_time])
+    known = labels.loc[arrived.notna() & (arrived <= as_of), [key, "label", label_time]]
+    return predictions.merge(known, on=key, how="left", validate="one_to_one")
+
+
+def check_labels_known(joined: pd.DataFrame, as_of, *, time: str = "timestamp",
+                       label_time: str = "label_time") -> None:
+    """Raise unless every label in ``joined`` was known on ``as_of`` and no prediction is from after it.
+
+    :class:`~mlops_lab.simulator.LabelFromTheFuture` for a label known after ``as_of`` (or without the date
+    it became known); ``ValueError`` for a prediction made after ``as_of``.
+    """
+    as_of = _as_of(as_of)
+    if label_time not in joined.columns:
+        raise ValueError(f"joined has no {label_time!r} column: join the labels with join_labels(..., as_of=...)")
+    labelled = joined["label"].notna()
+    arrived = pd.to_datetime(joined.loc[labelled, label_time])
+    late = arrived.isna() | (arrived > as_of)
+    if late.any():
+        raise LabelFromTheFuture(
+            f"{int(late.sum())} of {int(labelled.sum())} labels were not known on {as_of.date()} (the latest "
+            f"arrived {'-' if arrived.isna().all() else arrived.max().date()}): join with join_labels(..., "
+            f"as_of={as_of.date()})")
+    made = pd.to_datetime(joined[time])
+    if (made > as_of).any():
+        raise ValueError(f"{int((made > as_of).sum())} predictions were made after as_of={as_of.date()}")
 
 
 def wilson_interval(successes, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +226,18 @@ def wilson_interval(successes, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarr
     return centre - half, centre + half
 
 
+def auc_se(auc, n_pos, n_neg):
+    """Hanley and McNeil's (1982) standard error of an AUC from ``n_pos`` positives and ``n_neg`` negatives.
+
+    Works on arrays; use it to plan a monitor (how wide will a week's interval be?) before any data exists.
+    """
+    auc, n_pos, n_neg = np.asarray(auc, float), np.asarray(n_pos, float), np.asarray(n_neg, float)
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    se = np.sqrt(np.maximum(var, 0.0))
+    return float(se) if se.ndim == 0 else se
+
+
 def auc_with_se(y_true, score) -> tuple[float, float]:
     """ROC AUC (ties count one half) and its Hanley-McNeil (1982) standard error; NaNs if one class only."""
     y = np.asarray(y_true).astype(bool)
@@ -163,21 +247,23 @@ def auc_with_se(y_true, score) -> tuple[float, float]:
         return float("nan"), float("nan")
     ranks = stats.rankdata(s)
     auc = (ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
-    return float(auc), float(math.sqrt(max(var, 0.0)))
+    return float(auc), auc_se(auc, n_pos, n_neg)
 
 
-def rolling_metrics(joined: pd.DataFrame, window: str = "7D", time: str = "timestamp", score: str = "score",
-                    threshold: float = 0.5, z: float = 1.96, origin="start_day") -> pd.DataFrame:
-    """Accuracy and AUC per ``window`` of prediction time, on the rows whose label has arrived.
+def rolling_metrics(joined: pd.DataFrame, *, as_of, window: str = "7D", time: str = "timestamp",
+                    score: str = "score", threshold: float = 0.5, z: float = 1.96, origin="start_day",
+                    label_time: str = "label_time") -> pd.DataFrame:
+    """Accuracy and AUC per ``window`` of prediction time, on the rows whose label was known on ``as_of``.
 
-    Windows start at ``origin`` (a timestamp, or pandas' "start_day": midnight of the first prediction);
-    pass the start of the period so the windows do not move with which requests were sampled.
+    ``joined`` comes from :func:`join_labels` with the same ``as_of`` (required): a label known later, or a
+    prediction made later, raises (:func:`check_labels_known`). Windows start at ``origin`` (a timestamp,
+    or pandas' "start_day": midnight of the first prediction); pass the start of the period so the windows
+    do not move with which requests were sampled.
 
-    Columns: n (labelled), coverage (labelled share), accuracy with its Wilson interval, auc with a normal
-    interval from the Hanley-McNeil standard error.
+    Columns: predictions, n (labelled), coverage (labelled share), accuracy with its Wilson interval, auc
+    with a normal interval from the Hanley-McNeil standard error.
     """
+    check_labels_known(joined, as_of, time=time, label_time=label_time)
     frame = joined.set_index(pd.to_datetime(joined[time])).sort_index()
     rows = []
     for start, group in frame.groupby(pd.Grouper(freq=window, origin=origin)):

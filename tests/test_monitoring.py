@@ -15,9 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sklearn.metrics import roc_auc_score
 
-from mlops_lab.monitoring import (AlarmRule, auc_with_se, histogram_buckets, histogram_quantile, join_labels,
-                                  markdown_report, metric_value, parse_metrics, report_html, rolling_metrics,
-                                  scrape, wilson_interval)
+from mlops_lab.monitoring import (AlarmRule, auc_se, auc_with_se, check_labels_known, histogram_buckets,
+                                  histogram_quantile, join_labels, label_feed, markdown_report, metric_value,
+                                  parse_metrics, report_html, rolling_metrics, scrape, wilson_interval)
+from mlops_lab.simulator import (APPROVED, EARLY_LABEL, EARLY_MONTHS, KNOWN, REPORTING_LAG_MONTHS, TARGET,
+                                 CreditStream, LabelFromTheFuture, known_as_of)
 
 
 @pytest.fixture
@@ -76,14 +78,74 @@ def test_scrape_reads_a_real_http_endpoint(exposition):
 
 
 def test_join_labels_as_of_keeps_unlabelled_predictions():
-    predictions = pd.DataFrame({"application_id": [1, 2, 3], "score": [0.9, 0.2, 0.6]})
+    predictions = pd.DataFrame({"application_id": [1, 2, 3], "score": [0.9, 0.2, 0.6],
+                                "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"])})
     labels = pd.DataFrame({"application_id": [1, 2, 3], "label": [1, 0, 0],
                            "label_time": pd.to_datetime(["2024-02-01", "2024-03-01", "2024-04-01"])})
     joined = join_labels(predictions, labels, as_of=pd.Timestamp("2024-03-15"))
     assert joined["label"].tolist()[:2] == [1, 0] and np.isnan(joined["label"].iloc[2])
-    assert join_labels(predictions, labels)["label"].notna().all()
+    assert pd.isna(joined["label_time"].iloc[2])
+    assert join_labels(predictions, labels, as_of="2024-04-01")["label"].notna().all()  # the day it arrives
     with pytest.raises(pd.errors.MergeError):
-        join_labels(predictions, pd.concat([labels, labels]))
+        join_labels(predictions, pd.concat([labels, labels]), as_of="2024-12-31")
+
+
+def test_join_labels_needs_as_of_and_refuses_the_future():
+    predictions = pd.DataFrame({"application_id": [1, 2], "score": [0.9, 0.2],
+                                "timestamp": pd.to_datetime(["2024-01-01", "2024-02-01"])})
+    labels = pd.DataFrame({"application_id": [1, 2], "label": [1, 0],
+                           "label_time": pd.to_datetime(["2024-01-20", "2024-06-01"])})
+    with pytest.raises(TypeError):
+        join_labels(predictions, labels)                       # as_of is required (keyword only)
+    with pytest.raises(TypeError, match="as_of is required"):
+        join_labels(predictions, labels, as_of=None)
+    with pytest.raises(ValueError, match="made after as_of"):  # a prediction not yet made on as_of
+        join_labels(predictions, labels, as_of="2024-01-15")
+    with pytest.raises(ValueError, match="timestamp"):
+        join_labels(predictions.drop(columns="timestamp"), labels, as_of="2024-12-31")
+
+
+def test_rolling_metrics_refuses_a_label_known_after_as_of():
+    predictions = pd.DataFrame({"application_id": np.arange(40), "score": np.linspace(0, 1, 40),
+                                "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(40), "D")})
+    labels = pd.DataFrame({"application_id": np.arange(40), "label": np.arange(40) % 2,
+                           "label_time": predictions["timestamp"] + pd.Timedelta(days=30)})
+    as_of = pd.Timestamp("2024-02-20")
+    joined = join_labels(predictions, labels, as_of="2024-03-31")     # joined later than the as_of below
+    with pytest.raises(LabelFromTheFuture, match="not known on 2024-02-20"):
+        rolling_metrics(joined[joined["timestamp"] <= as_of], as_of=as_of)
+    with pytest.raises(TypeError):
+        rolling_metrics(joined)                                       # as_of is required
+    with pytest.raises(ValueError, match="join_labels"):
+        rolling_metrics(joined.drop(columns="label_time"), as_of="2024-12-31")
+    honest = join_labels(predictions[predictions["timestamp"] <= as_of], labels, as_of=as_of)
+    table = rolling_metrics(honest, as_of=as_of, origin=pd.Timestamp("2024-01-01"))
+    assert table["n"].sum() == (labels["label_time"] <= as_of).sum() == 21   # labels of Jan 1-21 only
+    check_labels_known(honest, as_of)
+    # a label with no arrival date (declined, or made up) is not known on any date
+    with pytest.raises(LabelFromTheFuture):
+        check_labels_known(honest.assign(label=1.0), as_of)
+    # a window reaching past as_of: predictions not yet made, even if every joined label is old enough
+    early = join_labels(predictions, labels.assign(label_time=pd.Timestamp("2024-01-01")), as_of="2024-12-31")
+    with pytest.raises(ValueError, match="made after"):
+        rolling_metrics(early, as_of="2024-02-01")
+
+
+def test_label_feed_follows_the_simulators_clock():
+    batch = CreditStream(seed=3, rows_per_month=3000).month(2)
+    feed = label_feed(batch, EARLY_LABEL)
+    assert len(feed) == batch[APPROVED].sum() < len(batch)           # declined applicants get no label
+    assert (feed["label_time"] == feed["application_date"] + pd.DateOffset(
+        months=EARLY_MONTHS + REPORTING_LAG_MONTHS)).all()
+    predictions = batch[["application_id"]].assign(timestamp=batch["application_date"], score=0.5)
+    for as_of in ["2024-06-15", "2024-07-01", "2024-08-01"]:
+        joined = join_labels(predictions[predictions["timestamp"] <= as_of], feed, as_of=as_of)
+        known = known_as_of(batch, as_of, EARLY_LABEL)
+        assert set(joined.loc[joined["label"].notna(), "application_id"]) == set(known["application_id"])
+    target = label_feed(batch, TARGET)
+    assert (target["label_time"] == batch.loc[batch[APPROVED], KNOWN[TARGET]].to_numpy()).all()
+    with pytest.raises(ValueError, match="label must be"):
+        label_feed(batch, "income")
 
 
 def test_wilson_interval_known_values():
@@ -105,6 +167,9 @@ def test_auc_matches_sklearn_and_se_shrinks_with_n():
     boot = [roc_auc_score(y[i], score[i]) for i in (rng.integers(0, 2000, 2000) for _ in range(200))]
     assert se == pytest.approx(np.std(boot), rel=0.3)
     assert np.isnan(auc_with_se([1, 1], [0.2, 0.3])[0])
+    assert auc_se(auc, int(y.sum()), int((~y).sum())) == pytest.approx(se, abs=1e-15)
+    planned = auc_se(0.7, np.array([50, 200]), np.array([450, 1800]))
+    assert planned[1] < planned[0] and planned[0] / planned[1] == pytest.approx(2, rel=0.05)  # 1/sqrt(n)
 
 
 def test_rolling_metrics_windows_and_coverage():
@@ -112,8 +177,9 @@ def test_rolling_metrics_windows_and_coverage():
     times = pd.date_range("2024-01-01", periods=1400, freq="h")
     y = (rng.random(1400) < 0.3).astype(int)
     joined = pd.DataFrame({"timestamp": times, "score": np.clip(y * 0.4 + rng.random(1400) * 0.6, 0, 1),
-                           "label": np.where(np.arange(1400) < 1000, y, np.nan)})
-    table = rolling_metrics(joined, window="7D")
+                           "label": np.where(np.arange(1400) < 1000, y, np.nan),
+                           "label_time": np.where(np.arange(1400) < 1000, times[999], pd.NaT)})
+    table = rolling_metrics(joined, as_of=times[-1], window="7D")
     assert table["predictions"].sum() == 1400
     assert table["n"].sum() == 1000
     assert table["coverage"].iloc[0] == 1.0 and table["coverage"].iloc[-1] == 0.0
@@ -125,9 +191,10 @@ def test_rolling_metrics_windows_and_coverage():
 def test_rolling_metrics_windows_start_at_origin_not_at_first_prediction():
     # the first sampled prediction is on day 2: windows still start on the period's first day
     joined = pd.DataFrame({"timestamp": pd.date_range("2024-01-03", periods=12, freq="D"),
-                           "score": 0.9, "label": 1.0})
-    assert rolling_metrics(joined, window="7D").index[0] == pd.Timestamp("2024-01-03")
-    table = rolling_metrics(joined, window="7D", origin=pd.Timestamp("2024-01-01"))
+                           "score": 0.9, "label": 1.0, "label_time": pd.Timestamp("2024-01-20")})
+    as_of = "2024-01-31"
+    assert rolling_metrics(joined, as_of=as_of, window="7D").index[0] == pd.Timestamp("2024-01-03")
+    table = rolling_metrics(joined, as_of=as_of, window="7D", origin=pd.Timestamp("2024-01-01"))
     assert table.index.tolist() == [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-08")]
     assert table["predictions"].tolist() == [5, 7]
 
@@ -238,11 +305,68 @@ def test_chapter_11_checks_say_right_and_wrong(monkeypatch, capsys):
     ch11.check_labels_needed(ch11.labels_needed())
     with pytest.raises(WrongAnswer):
         ch11.check_labels_needed(400)
-    predictions = pd.DataFrame({"application_id": [1, 2, 3, 4]})
-    labels = pd.DataFrame({"application_id": [1, 2, 3, 4], "label": [0, 1, 0, 1],
-                           "label_time": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-02-01", "2024-03-01"])})
-    ch11.check_coverage(0.5, predictions, labels, pd.Timestamp("2024-01-10"))
+    predictions = pd.DataFrame({"application_id": [1, 2, 3, 4, 5],
+                                "timestamp": pd.to_datetime(["2023-12-01", "2023-12-02", "2023-12-03",
+                                                             "2023-12-04", "2024-02-01"])})
+    labels = pd.DataFrame({"application_id": [1, 2, 3, 4, 5], "label": [0, 1, 0, 1, 0],
+                           "label_time": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-02-01", "2024-03-01",
+                                                         "2024-06-01"])})
+    ch11.check_coverage(0.5, predictions, labels, pd.Timestamp("2024-01-10"))   # 2 of the 4 made by then
     with pytest.raises(WrongAnswer):
-        ch11.check_coverage(1.0, predictions, labels, pd.Timestamp("2024-01-10"))
+        ch11.check_coverage(0.4, predictions, labels, pd.Timestamp("2024-01-10"))  # 2 of all 5: not yet made
+    with pytest.raises(WrongAnswer, match="made by as_of"):
+        ch11.check_coverage(0.3, predictions, labels, pd.Timestamp("2024-01-10"))
     out = capsys.readouterr().out
     assert out.count("correct") == 3 and "not attempted" in out
+
+
+@pytest.fixture(scope="module")
+def default_job_data():
+    stream = CreditStream(seed=5, rows_per_month=1500)
+    year = stream.months(range(0, 12))
+    rng = np.random.default_rng(0)
+    predictions = year[["application_id"]].assign(timestamp=year["application_date"],
+                                                  score=rng.random(len(year)) * 0.3 + 0.4 * (year["credit_score"] < 640))
+    return predictions, label_feed(year, TARGET)
+
+
+def test_chapter_11_build_exercise_catches_the_future_and_a_maturing_month(monkeypatch, capsys, default_job_data):
+    from mlops_lab.checks import WrongAnswer
+    from mlops_lab.exercises import ch11
+    from mlops_lab.simulator import month_label, newest_complete_month
+
+    monkeypatch.setenv("MLOPS_LAB_STRICT_CHECKS", "1")
+    predictions, feed = default_job_data
+    assert np.isnan(ch11.default_job(predictions, feed, "2024-12-31"))          # no 2024 month is complete
+    assert 0.5 < ch11.default_job(predictions, feed, "2025-02-01") < 1            # January 2024 is
+    ch11.check_default_job(ch11.default_job, predictions, feed)
+
+    def not_yet(predictions, labels, run_date):
+        ...
+
+    ch11.check_default_job(not_yet, predictions, feed)
+    ch11.check_default_job(..., predictions, feed)
+
+    def peeks(predictions, labels, run_date):       # the right month, but every label the feed will ever hold
+        month = month_label(newest_complete_month(run_date) + 1)
+        rows = predictions.merge(labels, on="application_id")
+        rows = rows[rows["timestamp"].dt.to_period("M").astype(str) == month]
+        return auc_with_se(rows["label"], rows["score"])[0] if len(rows) else float("nan")
+
+    with pytest.raises(WrongAnswer, match="from the future"):
+        ch11.check_default_job(peeks, predictions, feed)
+
+    def maturing(predictions, labels, run_date):    # honest about dates, but a month still maturing
+        return ch11._month_auc(predictions, labels, pd.Timestamp(run_date),
+                               month_label(newest_complete_month(run_date) + 1))
+
+    with pytest.raises(WrongAnswer, match="still maturing"):
+        ch11.check_default_job(maturing, predictions, feed)
+
+    def crashes(predictions, labels, run_date):     # a bug in the student's code is reported, not raised
+        return predictions["label"].mean()
+
+    with pytest.raises(WrongAnswer, match="raised KeyError"):
+        ch11.check_default_job(crashes, predictions, feed)
+    out = capsys.readouterr().out
+    assert out.count("correct") == 1 and out.count("not attempted") == 2
