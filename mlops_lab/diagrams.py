@@ -4,8 +4,12 @@ from __future__ import annotations
 import textwrap
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.patches import FancyBboxPatch
+
+from .figures import BLUE, GREY, ORANGE, RED
+from .simulator import (APPROVED, EARLY_LABEL, EARLY_MONTHS, KNOWN, OUTCOME_MONTHS, REPORTING_LAG_MONTHS, TARGET)
 
 MODE_COLOURS = {"manual": "#d9d9d9", "pipeline": "#9ecae1", "ci/cd": "#a1d99b"}
 MODE_LABELS = {"manual": "done by a person", "pipeline": "automated by the training pipeline (CT)",
@@ -45,5 +49,118 @@ def maturity_levels_figure(steps: pd.DataFrame, triggers: dict[str, str]) -> plt
     handles = [FancyBboxPatch((0, 0), 1, 1, facecolor=c, edgecolor="#555555") for c in MODE_COLOURS.values()]
     ax.legend(handles, MODE_LABELS.values(), loc="lower center", ncol=3, fontsize=8,
               bbox_to_anchor=(0.5, -0.04))
+    fig.tight_layout()
+    return fig
+
+
+# ---- the book's clock --------------------------------------------------------------------------------
+CLOCK_KINDS = {
+    "repaid": "repaid: never late",
+    "cured": "missed a payment, then caught up",
+    "early default": "defaulted early",
+    "late default": "defaulted after month 3",
+    "declined": "declined by the incumbent policy",
+}
+
+
+def clock_examples(batch: pd.DataFrame) -> pd.DataFrame:
+    """One real application of each kind in ``batch`` (the lowest ``application_id`` of each), for the clock figure.
+
+    Kinds: ``repaid`` (no default, never 30+ days late early on), ``cured`` (30+ days late in the first
+    months, no default), ``early default`` (defaulted in time to show in the early label), ``late default``
+    (defaulted after the early label was read, so it shows as 0 there), ``declined`` (no loan, no outcome).
+    Returns the rows themselves, indexed by kind, with the columns of the clock: dates and labels as the
+    batch holds them (the world's record, read retrospectively; the figure shows what is known on a date).
+    """
+    missing = {APPROVED, TARGET, EARLY_LABEL, *KNOWN.values(), "application_date", "application_id"} - set(batch)
+    if missing:
+        raise ValueError(f"clock_examples needs a CreditStream batch; missing {sorted(missing)}")
+    approved = batch[APPROVED].to_numpy(dtype=bool)
+    default = batch[TARGET].fillna(0).to_numpy(dtype=int) == 1
+    early = batch[EARLY_LABEL].fillna(0).to_numpy(dtype=int) == 1
+    kinds = {
+        "repaid": approved & ~default & ~early,
+        "cured": approved & ~default & early,
+        "early default": approved & default & early,
+        "late default": approved & default & ~early,
+        "declined": ~approved,
+    }
+    picked = {}
+    for kind, rows in kinds.items():
+        if not rows.any():
+            raise ValueError(f"the batch has no {CLOCK_KINDS[kind]!r} application to show; draw a larger batch")
+        picked[kind] = batch.loc[rows].sort_values("application_id").iloc[0]
+    columns = ["application_id", "application_date", APPROVED, EARLY_LABEL, KNOWN[EARLY_LABEL], TARGET,
+               KNOWN[TARGET], "months_to_default"]
+    examples = pd.DataFrame(picked).T[columns]
+    examples.index.name = "kind"
+    return examples.astype(batch[columns].dtypes.to_dict())
+
+
+def clock_figure(batch: pd.DataFrame, as_of) -> plt.Figure:
+    """The book's clock: real loans from ``batch`` on one time axis, and what the lender knows on ``as_of``.
+
+    Each row is one application (see :func:`clock_examples`): the application is decided and the loan made
+    the same day (circle); the early-performance label is known :data:`EARLY_MONTHS` months on book plus
+    :data:`REPORTING_LAG_MONTHS` of reporting later (diamond); the 12-month outcome on the day of a default,
+    or :data:`OUTCOME_MONTHS` months after the application for a loan that did not default (square). A
+    declined applicant never gets either. Filled markers are known on ``as_of`` (the vertical line), hollow
+    ones are not yet. The lags written on the figure are read from the simulator's constants.
+    """
+    as_of = pd.Timestamp(as_of)
+    examples = clock_examples(batch)
+    early_lag, outcome_lag = EARLY_MONTHS + REPORTING_LAG_MONTHS, OUTCOME_MONTHS
+    n = len(examples)
+    y = np.arange(n)[::-1].astype(float)                 # the first kind on top
+    loans = examples[APPROVED].to_numpy(dtype=bool)
+    early_known = examples[KNOWN[EARLY_LABEL]]
+    final_known = examples[KNOWN[TARGET]]
+    end = max(final_known.max(), as_of) + pd.DateOffset(months=1)
+
+    fig, ax = plt.subplots(figsize=(10, 0.75 * n + 1.6))
+    for row, (kind, loan) in zip(y, examples.iterrows()):
+        start = loan["application_date"]
+        if loan[APPROVED]:
+            ax.plot([start, loan[KNOWN[TARGET]]], [row, row], "-", color=GREY, lw=2, alpha=0.5, zorder=1)
+            outcome = (f"defaulted after {int(loan['months_to_default'])} months on book" if loan[TARGET] == 1
+                       else f"no default in {OUTCOME_MONTHS} months")
+            early = "30+ days late" if loan[EARLY_LABEL] == 1 else "never 30+ days late"
+            text = f"early label: {early} in months 1-{EARLY_MONTHS} · outcome: {outcome}"
+        else:
+            ax.plot([start, end], [row, row], ":", color=GREY, lw=1.5, zorder=1)
+            text = "no loan, so no outcome, ever: its label is missing, not 0"
+        ax.text(-0.01, row, CLOCK_KINDS[kind], transform=ax.get_yaxis_transform(), ha="right", va="center",
+                fontsize=9)
+        ax.text(start + pd.Timedelta(days=6), row - 0.22, text, fontsize=7.5, color="#444444", va="top")
+
+    def markers(dates, rows, marker, colour, label):
+        known = (dates <= as_of).to_numpy()
+        ax.plot(dates, rows, marker, linestyle="none", markersize=8, color=colour, markerfacecolor="white",
+                label=label, zorder=3)                    # every date, hollow: the figure's data
+        ax.plot(dates[known], rows[known], marker, linestyle="none", markersize=8, color=colour, zorder=4)
+
+    markers(examples["application_date"], y, "o", BLUE, "application = decision = loan (same day)")
+    markers(early_known[loans], y[loans], "D", ORANGE,
+            f"early label known: {EARLY_MONTHS} months on book + {REPORTING_LAG_MONTHS} month reporting")
+    markers(final_known[loans], y[loans], "s", RED,
+            f"outcome known: the default date, or {OUTCOME_MONTHS} months on book")
+
+    # The lags, drawn on the first approved loan that did not default (its dates are exactly the lags).
+    top = y[list(examples.index).index("repaid")]
+    start = examples.loc["repaid", "application_date"]
+    for lag, height, what in ((early_lag, 0.3, "early label known"), (outcome_lag, 0.68, "outcome known")):
+        ax.annotate("", xy=(start + pd.DateOffset(months=lag), top + height), xytext=(start, top + height),
+                    arrowprops={"arrowstyle": "<->", "color": "#555555", "lw": 1})
+        middle = start + (start + pd.DateOffset(months=lag) - start) / 2
+        ax.text(middle, top + height + 0.03, f"{what} {lag} months after the application", ha="center",
+                va="bottom", fontsize=8, color="#555555")
+    ax.axvline(as_of, color="black", lw=1.2, label=f"as of {as_of.date()}: filled = known, hollow = not yet")
+    ax.set_ylim(-0.6, n - 1 + 1.05)
+    ax.set_yticks([])
+    ax.set_xlim(examples["application_date"].min() - pd.DateOffset(days=20), end)
+    ax.grid(axis="y", visible=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
+    ax.set_title(f"The book's clock: what the lender knows about {examples['application_date'].min():%B %Y}'s "
+                 f"applications on {as_of.date()}", fontsize=10)
     fig.tight_layout()
     return fig
