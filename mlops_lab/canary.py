@@ -10,16 +10,26 @@
 - :func:`simulate_peeking` shows, by simulation, that looking at a fixed-horizon test after every batch and
   stopping at the first p < alpha inflates the false-positive rate far above alpha;
   :func:`obrien_fleming_bounds` gives a group-sequential alternative whose boundaries keep it at alpha.
+- :func:`assign_arms` is the A/B assignment the router makes (a salted hash of each unit's id, see
+  :func:`mlops_lab.router.assignment_bucket`), recomputed for the analysis; :func:`srm_check` is the
+  sample-ratio-mismatch check: a chi-square test of the arms' counts against the planned split, run before
+  any metric is read (a mismatch means the assignment or the logging is broken, and no metric can be trusted).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .router import assignment_bucket
+
 PASS_SCORE, MARGINAL_SCORE = 95.0, 75.0
+# The SRM check runs on every experiment and a false alarm stops one, so it uses a strict level, as
+# experimentation platforms do; a real mismatch on thousands of units gives p values far below it.
+SRM_ALPHA = 0.001
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,14 @@ def power_two_proportions(p_control: float, p_treatment: float, n_per_arm: int, 
 
 
 def two_proportion_ztest(successes_a: int, n_a: int, successes_b: int, n_b: int) -> tuple[float, float]:
-    """(z, two-sided p-value) for H0: the two proportions are equal (pooled standard error)."""
+    """(z, two-sided p-value) for H0: the two proportions are equal (pooled standard error).
+
+    ``z > 0`` when b's proportion is the higher. Counts may be NumPy integers of any width (an int8 label
+    column's sum would overflow): they are converted to Python numbers first.
+    """
+    successes_a, n_a, successes_b, n_b = (int(v) for v in (successes_a, n_a, successes_b, n_b))
+    if not (0 <= successes_a <= n_a and 0 <= successes_b <= n_b and n_a > 0 and n_b > 0):
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes_a}/{n_a} and {successes_b}/{n_b}")
     pa, pb = successes_a / n_a, successes_b / n_b
     pooled = (successes_a + successes_b) / (n_a + n_b)
     se = np.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
@@ -139,3 +156,41 @@ def simulate_peeking(p: float = 0.75, n_per_arm: int = 2000, looks: int = 20, al
             "sequential": float(np.mean((z > bounds).any(axis=1))),
             "by_look": np.mean(np.maximum.accumulate(peek_hits, axis=1), axis=0), "bounds": bounds,
             "critical": float(critical), "looks": looks, "n_per_arm": n_per_arm}
+
+
+# ---- A/B assignment and the sample-ratio-mismatch check ---------------------------------------------------
+def assign_arms(units: Iterable, green_weight: float = 0.5, salt: str = "") -> np.ndarray:
+    """The arm (``"blue"`` or ``"green"``) the router's sticky A/B split gives each unit in experiment ``salt``.
+
+    The same hash as :meth:`mlops_lab.router.Router.choose`, so the analysis can recompute, and check, every
+    assignment. Randomise by the unit you analyse (here the applicant), so that units are independent.
+    """
+    if not 0 <= float(green_weight) <= 1:
+        raise ValueError(f"green_weight must be between 0 and 1, got {green_weight!r}")
+    buckets = np.fromiter((assignment_bucket(str(unit), salt) for unit in units), dtype=float)
+    return np.where(buckets < green_weight, "green", "blue")
+
+
+def srm_check(counts: Mapping[str, int], planned: Mapping[str, float], alpha: float = SRM_ALPHA) -> dict:
+    """Sample-ratio mismatch: are the arms' unit counts consistent with the planned split?
+
+    ``counts``: units per arm, e.g. ``{"blue": 5012, "green": 4988}``; ``planned``: each arm's planned share
+    (summing to 1), e.g. ``{"blue": 0.5, "green": 0.5}``. A chi-square goodness-of-fit test (k - 1 degrees of
+    freedom); ``mismatch`` is true when p < ``alpha``. Returns ``{"chi2", "p_value", "observed", "expected",
+    "mismatch", "alpha"}``.
+    """
+    if set(counts) != set(planned):
+        raise ValueError(f"counts and planned must name the same arms, got {sorted(counts)} and {sorted(planned)}")
+    if len(planned) < 2:
+        raise ValueError("an experiment needs at least two arms")
+    arms = sorted(planned)
+    shares = np.array([float(planned[arm]) for arm in arms])
+    if np.any(shares <= 0) or not np.isclose(shares.sum(), 1.0):
+        raise ValueError(f"planned shares must be positive and sum to 1, got {dict(planned)}")
+    observed = np.array([int(counts[arm]) for arm in arms])
+    if np.any(observed < 0) or observed.sum() == 0:
+        raise ValueError(f"counts must be non-negative and not all zero, got {dict(counts)}")
+    expected = shares * observed.sum()
+    chi2, p_value = stats.chisquare(observed, expected)
+    return {"chi2": float(chi2), "p_value": float(p_value), "observed": dict(zip(arms, observed.tolist())),
+            "expected": dict(zip(arms, expected.tolist())), "mismatch": bool(p_value < alpha), "alpha": alpha}

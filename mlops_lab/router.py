@@ -8,7 +8,9 @@ the router picks a variant, forwards the request over a kept-alive connection an
 ``X-Variant: blue|green`` header. What it can do, and its SageMaker name:
 
 - **fixed weights** (production variants with weights): a share ``green_weight`` of requests goes to green;
-- **A/B** (``sticky``): a client's ``X-User-Id`` header is hashed so each user always sees the same variant;
+- **A/B** (``sticky``): a client's ``X-User-Id`` header is hashed with the experiment's ``salt``
+  (:func:`assignment_bucket`), so each user always sees the same variant within an experiment, and a new
+  experiment (a new salt) reshuffles who is in which arm;
   ``X-Target-Variant: blue|green`` picks a variant explicitly (SageMaker's ``TargetVariant``);
 - **shadow** (shadow tests): clients only ever get blue's answer; a sampled copy (``shadow_fraction``) of
   live requests is sent to green off the request path, and the two answers are compared;
@@ -25,7 +27,7 @@ Retry policy: a request whose backend cannot be reached (connection refused or r
 once on the other variant, so a dead green costs no client request; the failure still counts as a green
 error for the alarms. An HTTP answer (even a 5xx) is passed to the client as it is, never retried.
 
-Admin API (JSON): ``GET /admin/state``; ``POST /admin/traffic`` ``{"green_weight", "sticky",
+Admin API (JSON): ``GET /admin/state``; ``POST /admin/traffic`` ``{"green_weight", "sticky", "salt",
 "shadow_fraction", "capture_sample"}``; ``POST /admin/deploy`` ``{"strategy", "canary_size", "step_size",
 "bake_s", "final_bake_s", "alarms": [{"metric", "threshold", ...}]}``; ``POST /admin/rollback``;
 ``POST /admin/switch`` (green takes 100 % at once); ``POST /admin/backends`` ``{"blue", "green"}``.
@@ -94,6 +96,20 @@ SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 CAPTURE_SCHEMA = 1
 STRATEGIES = ("all_at_once", "canary", "linear")
+
+
+# ---- the A/B assignment: pure, shared by the router and the analysis (mlops_lab.canary.assign_arms) ------
+def assignment_bucket(unit: str, salt: str = "") -> float:
+    """Where ``unit`` (a user or applicant id) falls in [0, 1) in the experiment named by ``salt``.
+
+    A hash, not a random draw: the same unit always gets the same bucket within one experiment (sticky), and
+    the analysis can recompute every assignment. The salt makes experiments independent: without one, every
+    experiment would put the same units in its treatment arm (carry-over from the last experiment, and any
+    quirk of the hash would bias every test alike). ``sticky`` routing sends a unit to green when its bucket
+    is below ``green_weight``.
+    """
+    digest = hashlib.blake2b(f"{salt}:{unit}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
 
 
 # ---- the guardrail policy: pure, shared by the router and the simulation --------------------------------
@@ -311,6 +327,7 @@ class Router:
         self.backends = {"blue": blue.rstrip("/"), "green": (green or "").rstrip("/")}
         self.period_s, self.timeout_s = float(period_s), float(timeout_s)
         self.green_weight, self.sticky, self.shadow_fraction = 0.0, False, 0.0
+        self.salt = ""  # the running A/B experiment's name, mixed into the assignment hash
         self.capture_path, self.capture_sample = capture, float(capture_sample)
         self.deployment: Deployment | None = None
         self.lock = threading.Lock()
@@ -360,8 +377,7 @@ class Router:
         if weight >= 1:
             return "green"
         if self.sticky and user_id:
-            bucket = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=4).digest(), "big") % 10_000
-            return "green" if bucket < weight * 10_000 else "blue"
+            return "green" if assignment_bucket(user_id, self.salt) < weight else "blue"
         return "green" if self._random.random() < weight else "blue"
 
     def forward(self, variant: str, body: bytes, headers: dict) -> tuple[int, bytes, dict]:
@@ -472,7 +488,7 @@ class Router:
             if deployment.phase == "rolled_back":
                 self.m_rollbacks.inc()
 
-    def set_traffic(self, green_weight=None, sticky=None, shadow_fraction=None, capture_sample=None):
+    def set_traffic(self, green_weight=None, sticky=None, shadow_fraction=None, capture_sample=None, salt=None):
         with self.lock:
             if self.deployment is not None and not self.deployment.done:
                 self.deployment.phase = "rolled_back"  # a manual change ends a running deployment
@@ -481,6 +497,8 @@ class Router:
                 self.green_weight = _fraction("green_weight", green_weight)
             if sticky is not None:
                 self.sticky = bool(sticky)
+            if salt is not None:
+                self.salt = str(salt)
             if shadow_fraction is not None:
                 self.shadow_fraction = _fraction("shadow_fraction", shadow_fraction)
             if capture_sample is not None:
@@ -509,7 +527,7 @@ class Router:
             pairs = list(self.shadow_pairs)
             return {
                 "backends": dict(self.backends), "green_weight": self.green_weight, "sticky": self.sticky,
-                "shadow_fraction": self.shadow_fraction, "capture_sample": self.capture_sample,
+                "salt": self.salt, "shadow_fraction": self.shadow_fraction, "capture_sample": self.capture_sample,
                 "period_s": self.period_s, "counts": dict(self.counts),
                 "deployment": None if d is None else {
                     "plan": asdict(d.plan), "alarms": [asdict(a) for a in d.alarms], "phase": d.phase,
@@ -687,7 +705,7 @@ class _Handler(BaseHTTPRequestHandler):
         router = self.router
         if path == "/admin/traffic":
             router.set_traffic(**{k: spec[k] for k in ("green_weight", "sticky", "shadow_fraction",
-                                                         "capture_sample") if k in spec})
+                                                         "capture_sample", "salt") if k in spec})
         elif path == "/admin/deploy":
             plan = RolloutPlan(**{k: spec[k] for k in ("strategy", "canary_size", "step_size", "bake_s",
                                                         "final_bake_s") if k in spec})

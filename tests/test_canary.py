@@ -1,12 +1,15 @@
-"""The statistics behind deployment decisions: canary judge, A/B sizing and tests, peeking, sequential bounds."""
+"""The statistics behind deployment decisions: canary judge, A/B sizing and tests, peeking, sequential bounds,
+the salted A/B assignment and the sample-ratio-mismatch check."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from mlops_lab.canary import (MetricSpec, judge, obrien_fleming_bounds, power_two_proportions,
-                              sample_size_two_proportions, simulate_peeking, two_proportion_ztest)
+from mlops_lab.canary import (SRM_ALPHA, MetricSpec, assign_arms, judge, obrien_fleming_bounds,
+                              power_two_proportions, sample_size_two_proportions, simulate_peeking, srm_check,
+                              two_proportion_ztest)
+from mlops_lab.router import Router
 
 SPECS = {"latency": MetricSpec("increase", tolerance=0.2),
          "score": MetricSpec("either", tolerance=0.05, absolute=True),
@@ -72,6 +75,11 @@ def test_ztest_agrees_with_a_chi_square_test():
     z, p = two_proportion_ztest(120, 1000, 150, 1000)
     chi2, p_chi, _, _ = stats.chi2_contingency([[120, 880], [150, 850]], correction=False)
     assert z > 0 and p == pytest.approx(p_chi) and z ** 2 == pytest.approx(chi2)
+    # pandas may sum an int8 label column per group into int8 scalars (120 + 100 would wrap around): no overflow.
+    assert two_proportion_ztest(np.int8(120), 1000, np.int8(100), 1000) == two_proportion_ztest(120, 1000, 100, 1000)
+    assert two_proportion_ztest(np.int64(120), np.int64(1000), np.int64(150), np.int64(1000)) == (z, p)
+    with pytest.raises(ValueError):
+        two_proportion_ztest(5, 4, 1, 10)
 
 
 def test_obrien_fleming_bounds_are_the_known_ones():
@@ -88,3 +96,84 @@ def test_peeking_inflates_false_positives_and_sequential_does_not():
     assert np.all(np.diff(aa["by_look"]) >= 0) and aa["by_look"][-1] == pytest.approx(aa["peeking"])
     ab = simulate_peeking(p=0.3, n_per_arm=1000, looks=10, sims=2000, effect=0.06, seed=4)
     assert ab["fixed"] > 0.8 and ab["sequential"] > 0.75
+
+
+# ---- the A/B assignment and the sample-ratio-mismatch check ------------------------------------------------
+HALF = {"blue": 0.5, "green": 0.5}
+UNITS = [f"applicant-{i}" for i in range(20_000)]
+
+
+def counts_of(arms):
+    return {arm: int(np.sum(arms == arm)) for arm in ("blue", "green")}
+
+
+def test_assignment_is_sticky_and_splits_as_planned():
+    arms = assign_arms(UNITS, 0.5, salt="exp-1")
+    assert (assign_arms(UNITS, 0.5, salt="exp-1") == arms).all()         # the same unit, the same arm
+    assert not srm_check(counts_of(arms), HALF)["mismatch"]
+    share = np.mean(assign_arms(UNITS, 0.2, salt="exp-1") == "green")
+    assert abs(share - 0.2) < 4 * np.sqrt(0.2 * 0.8 / len(UNITS))          # 4 standard errors
+    # A smaller weight keeps a subset of the same green units (a ramp from 20 % to 50 % moves nobody back).
+    assert set(np.flatnonzero(assign_arms(UNITS, 0.2, "exp-1") == "green")) <= set(np.flatnonzero(arms == "green"))
+    with pytest.raises(ValueError):
+        assign_arms(UNITS[:3], 1.5)
+
+
+def test_a_new_salt_reshuffles_the_arms():
+    first, second = assign_arms(UNITS, 0.5, salt="exp-1"), assign_arms(UNITS, 0.5, salt="exp-2")
+    # Independent experiments: of the units green in the first, about half are green in the second
+    # (without a salt it would be all of them). 4 standard errors: a correct hash fails 1 time in 15,000.
+    green_again = np.mean(second[first == "green"] == "green")
+    n = int(np.sum(first == "green"))
+    assert abs(green_again - 0.5) < 4 * np.sqrt(0.25 / n)
+    assert (assign_arms(UNITS, 0.5) == assign_arms(UNITS, 0.5, salt="")).all()
+
+
+def test_the_router_assigns_exactly_as_the_analysis_recomputes():
+    router = Router("http://127.0.0.1:9", "http://127.0.0.1:10", seed=0)
+    try:
+        router.set_traffic(green_weight=0.5, sticky=True, salt="exp-7")
+        assert router.state()["salt"] == "exp-7"
+        live = np.array([router.choose(unit, None) for unit in UNITS[:2000]])
+        assert (live == assign_arms(UNITS[:2000], 0.5, salt="exp-7")).all()
+        router.set_traffic(salt="exp-8")
+        reshuffled = np.array([router.choose(unit, None) for unit in UNITS[:2000]])
+        assert (reshuffled == assign_arms(UNITS[:2000], 0.5, salt="exp-8")).all() and (reshuffled != live).any()
+    finally:
+        router.close()
+
+
+def test_srm_check_matches_the_chi_square_formula():
+    result = srm_check({"blue": 5100, "green": 4900}, HALF)
+    assert result["chi2"] == pytest.approx((100 ** 2 / 5000) * 2)
+    assert result["p_value"] == pytest.approx(stats.chi2.sf(4.0, df=1))
+    three = srm_check({"a": 300, "b": 300, "c": 400}, {"a": 0.3, "b": 0.3, "c": 0.4})
+    assert three["chi2"] == pytest.approx(0.0) and not three["mismatch"]
+    for counts, planned in [({"blue": 1}, HALF), ({"blue": 5, "green": 5}, {"blue": 0.6, "green": 0.6}),
+                            ({"blue": 0, "green": 0}, HALF), ({"blue": 1}, {"blue": 1.0})]:
+        with pytest.raises(ValueError):
+            srm_check(counts, planned)
+
+
+def test_a_broken_split_is_flagged():
+    arms = assign_arms(UNITS, 0.5, salt="exp-1")
+    # A broken split: the router's weight set to 0.45 instead of 0.5.
+    assert srm_check(counts_of(assign_arms(UNITS, 0.45, salt="exp-1")), HALF)["mismatch"]
+    # A broken pipeline: green crashes on a tenth of its units, and the analysis keeps answered requests only.
+    rng = np.random.default_rng(0)
+    lost = (arms == "green") & (rng.random(len(arms)) < 0.1)
+    result = srm_check(counts_of(arms[~lost]), HALF)
+    assert result["mismatch"] and result["p_value"] < 1e-6
+    # The same split checked against the right plan is fine: the check compares with the plan, not with 50/50.
+    share = counts_of(arms[~lost])["green"] / (~lost).sum()
+    assert not srm_check(counts_of(arms[~lost]), {"blue": 1 - share, "green": share})["mismatch"]
+
+
+def test_a_fair_split_raises_a_false_alarm_about_alpha_of_the_time():
+    rng = np.random.default_rng(3)
+    sims, n = 20_000, 5000
+    green = rng.binomial(n, 0.5, size=sims)
+    values, times = np.unique(green, return_counts=True)     # a few hundred distinct splits: check each once
+    alarms = sum(t * srm_check({"blue": n - g, "green": g}, HALF)["mismatch"] for g, t in zip(values, times)) / sims
+    # Binomial(20,000, 0.001): mean 20 alarms, sd about 4.5; 4 sd either side.
+    assert abs(alarms - SRM_ALPHA) < 4 * np.sqrt(SRM_ALPHA * (1 - SRM_ALPHA) / sims)

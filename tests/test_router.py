@@ -105,6 +105,8 @@ def test_choose_honours_target_stickiness_and_weights():
         assert all(router.choose(u, None) == v for u, v in picks.items())  # sticky
         share = sum(v == "green" for v in picks.values()) / len(picks)
         assert 0.4 < share < 0.6
+        router.set_traffic(salt="another experiment")
+        assert {u: router.choose(u, None) for u in picks} != picks          # a new salt reshuffles users
         router.set_traffic(sticky=False, green_weight=1.0)
         assert router.choose("u1", None) == "green" and router.choose("u1", "blue") == "blue"
         with pytest.raises(ValueError):
@@ -133,7 +135,9 @@ def start_world(folder, uri, log_credit_scorer):
 
     stream = CreditStream(seed=9, rows_per_month=2000)
     with mlflow.start_run():
-        version = log_credit_scorer(train(stream.month(0)), stream.month(0).head(100), "credit")
+        as_of = "2024-01-01"  # the book's clock: outcomes known on that day (a model to serve, nothing more)
+        version = log_credit_scorer(train(stream.training_window(as_of), as_of=as_of), stream.month(0).head(100),
+                                    "credit")
     MlflowClient().set_registered_model_alias("credit", "champion", version.version)
     started: list[BackgroundServer] = []
 
@@ -295,6 +299,24 @@ def test_a_seeded_router_samples_the_same_requests(world):
     first, again, other = captured_inputs("seed5a", 5), captured_inputs("seed5b", 5), captured_inputs("seed6", 6)
     assert first == again and 8 < len(first) < 32
     assert first != other
+
+
+def test_the_experiment_salt_reshuffles_sticky_users_over_http(world):
+    from mlops_lab.canary import assign_arms
+
+    router = world["router"](world["blue"], world["green"])
+    users = [f"applicant-{i}" for i in range(40)]
+    arms = {}
+    for salt in ("exp-2025-12", "exp-2026-06"):
+        assert admin(router, "traffic", green_weight=0.5, sticky=True, salt=salt)["salt"] == salt
+        log = run_load(router.url, world["bodies"], rate=None, requests=2 * len(users), concurrency=2,
+                       user_ids=users)
+        assert (log["status"] == 200).all()
+        seen = log.groupby("user_id")["variant"].agg(set)
+        assert (seen.map(len) == 1).all(), "sticky within an experiment"
+        arms[salt] = seen.map(min).reindex(users).to_numpy()
+        assert (arms[salt] == assign_arms(users, 0.5, salt=salt)).all(), "the analysis recomputes each arm"
+    assert (arms["exp-2025-12"] != arms["exp-2026-06"]).any(), "a new experiment reshuffles who is in which arm"
 
 
 def test_metrics_expose_the_documented_names(world):
