@@ -1,11 +1,13 @@
 """The numbers a chapter's text states (its myst-nb glue values), to compare two versions of the book.
 
     python tools/glued_numbers.py chapters/01_maturity_levels.ipynb [...] [--json FILE]
+    python tools/glued_numbers.py --executed _build/html/_sources/chapters/*.ipynb --json AFTER.json
     python tools/glued_numbers.py --compare BEFORE.json AFTER.json
 
 Executes each notebook in a fresh kernel started in its folder (as the book does) and reads every value it
 glued (myst-nb records it in the output's metadata). ``--compare`` prints a Markdown table of each chapter's
 numbers before and after a change: what a closing note reports when a change moves what the book says.
+``--executed`` reads notebooks that were already run (the book build keeps them) instead of running them.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ import nbformat
 from nbclient import NotebookClient
 
 
-def glued(notebook: Path, timeout: int = 900) -> dict[str, str]:
+def glued(notebook: Path, timeout: int = 900, execute: bool = True) -> dict[str, str]:
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(notebook.parent.resolve())}}).execute()
+    if execute:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebook.parent.resolve())}}).execute()
     values = {}
     for cell in nb.cells:
         for output in cell.get("outputs", []):
@@ -46,6 +49,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--executed", action="store_true", help="read already executed notebooks as they are")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     args = parser.parse_args(argv)
     if args.compare:
@@ -53,7 +57,7 @@ def main(argv=None) -> int:
         return 0
     result = {}
     for notebook in args.notebooks:
-        result[notebook.stem] = glued(notebook)
+        result[notebook.stem] = glued(notebook, execute=not args.executed)
         print(f"{notebook.stem}: {len(result[notebook.stem])} numbers", file=sys.stderr)
     text = json.dumps(result, indent=1, sort_keys=True)
     if args.json:
