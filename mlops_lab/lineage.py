@@ -7,21 +7,27 @@ Chapter 05 asks two questions of a credit project built with :mod:`mlops_lab.dvc
   and does an alias serve one of them now?
 
 Both only work if training recorded the links. :func:`record_training_run` does that for one run of the DVC
-pipeline: an MLflow run tagged with the git commit and the DVC hashes from ``dvc.lock``, the parameters,
-the metrics, the training data as a dataset input whose digest *is* the DVC hash, and the model, registered
-as a new version (and the commit tagged ``model-v<version>`` in git).
+pipeline: an MLflow run tagged with the git commit and the DVC hashes from ``dvc.lock``, the clock of the
+run (``as_of``, the label, the months prepare read), the environment (the md5 of the pinned lock file
+``requirements.txt`` that ``dvc.lock`` lists as a dependency of the train stage, plus the Python, the
+platform and the BLAS library: :func:`environment`), the parameters, the metrics, the training data as a
+dataset input whose digest *is* the DVC hash, the lock file as an artifact, and the model, registered as a
+new version (and the commit tagged ``model-v<version>`` in git).
 
-:func:`build_lineage` then reads the registry, the runs, ``dvc.lock`` at each recorded commit and DVC's
-directory manifests, and returns a ``networkx.DiGraph`` whose nodes are SageMaker ML Lineage Tracking
-entities and whose edges are its association types:
+:func:`build_lineage` then reads the registry, the runs, ``dvc.lock`` and ``metrics.json`` at each recorded
+commit and DVC's directory manifests, and returns a ``networkx.DiGraph`` whose nodes are SageMaker ML
+Lineage Tracking entities and whose edges are its association types:
 
 ==========================  ==========  ===============  ========================================
 node                        kind        type             edge to the next node
 ==========================  ==========  ===============  ========================================
-a monthly batch file        artifact    DataSet          ContributedTo a data version
+a monthly batch file that   artifact    DataSet          ContributedTo a data version (edge
+prepare read (a version:                                 attribute ``role``: train, validation
+its md5)                                                 or test)
 a version of ``data/raw``   artifact    DataSet          ContributedTo a training run
 the pipeline's code         artifact    Code             ContributedTo a training run
 ``params.yaml`` values      artifact    Parameters       ContributedTo a training run
+the lock file (environment) artifact    Image            ContributedTo a training run
 a training run              action      ModelBuild       Produced a model file
 ``models/model.joblib``     artifact    Model            DerivedFrom: a model version derives from it
 a registered model version  artifact    ModelPackage     AssociatedWith the registered model;
@@ -36,11 +42,22 @@ an alias (``champion``)     context     Endpoint         (what serves)
 Edges point from source to destination as in SageMaker's ``AddAssociation`` (``DerivedFrom``: "the
 destination is a modification of the source"), so descendants are what a node flowed into.
 :func:`query_lineage` walks either way; :func:`draw_lineage` draws the graph in layers.
+
+**Which files count.** DVC tracks ``data/raw`` as one folder, so its hash changes whenever any month's
+snapshot changes (outcomes arrive every month). But prepare reads only the months of its split, which the
+pipeline records in ``metrics.json`` (``train_months``, ``validation_month``, ``test_month``): the graph links
+only those files, each by its own md5, so a file still maturing that prepare skipped reaches no model. For a
+project without that record, every file of the data version is linked (role ``unknown``).
+
+**The environment.** SageMaker records a training job's container image as an artifact of type ``Image``;
+here the environment is the lock file, ``requirements.txt``, whose md5 ``dvc.lock`` records, so a changed
+pin reruns training and shows in the lineage as a new ``Image`` node.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -53,15 +70,16 @@ import networkx as nx
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
+from mlflow.data.meta_dataset import MetaDataset
 
 from . import registry
-from .dvc_project import read_lock, read_metrics
+from .dvc_project import LOCK_FILE, numeric_metrics, read_lock, read_metrics
 from .simulator import TARGET
 
 ARTIFACT, ACTION, CONTEXT = "artifact", "action", "context"
 CONTRIBUTED_TO, PRODUCED, DERIVED_FROM, ASSOCIATED_WITH = "ContributedTo", "Produced", "DerivedFrom", "AssociatedWith"
 ASCENDANTS, DESCENDANTS = "Ascendants", "Descendants"
-LAYER = {"batch": 0, "DataSet": 1, "Code": 1, "Parameters": 1, "ModelBuild": 2, "Model": 3,
+LAYER = {"batch": 0, "DataSet": 1, "Code": 1, "Parameters": 1, "Image": 1, "ModelBuild": 2, "Model": 3,
          "ModelPackageApproval": 3, "ModelPackage": 4, "ModelPackageGroup": 5, "Endpoint": 5}
 
 
@@ -71,15 +89,65 @@ def git(repo: str | Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def lock_hashes(lock: dict) -> dict[str, str]:
-    """The hashes a lineage needs from a parsed ``dvc.lock``: the raw data, the code, the params, the model."""
+def lock_hashes(lock: dict) -> dict[str, str | None]:
+    """The hashes a lineage needs from a parsed ``dvc.lock``: the raw data, the code, the params, the
+    environment (the md5 of the lock file the train stage depends on; ``None`` if it does not) and the model."""
     stages = lock["stages"]
     deps = {d["path"]: d["md5"] for stage in stages.values() for d in stage.get("deps", [])}
     outs = {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])}
     code = {path: md5 for path, md5 in sorted(deps.items()) if path.startswith("src/")}
     params = {name: stage.get("params", {}).get("params.yaml", {}) for name, stage in stages.items()}
-    return {"data": deps["data/raw"].removesuffix(".dir"),
-            "code": _digest(code), "params": _digest(params), "model": outs["models/model.joblib"]}
+    train_deps = {d["path"]: d["md5"] for d in stages.get("train", {}).get("deps", [])}
+    return {"data": deps["data/raw"].removesuffix(".dir"), "code": _digest(code), "params": _digest(params),
+            "environment": train_deps.get(LOCK_FILE), "model": outs["models/model.joblib"]}
+
+
+def file_md5(path: str | Path) -> str:
+    """The md5 of a file's bytes: what DVC 3 records for a file in ``dvc.lock`` and ``.dvc`` files."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def environment(lock_file: str | Path) -> dict[str, str]:
+    """What a bit-for-bit rebuild relies on besides data, code and parameters, as ``env.*`` tags.
+
+    ``env.lock_md5``: the md5 of the pinned lock file (every package version); ``env.python``;
+    ``env.platform`` (operating system and CPU architecture); ``env.blas``: the BLAS libraries NumPy and
+    SciPy load, with the CPU kernel OpenBLAS chose for this processor (another kernel may round differently).
+    """
+    import numpy  # noqa: F401  (load the BLAS libraries this process trains with before listing them)
+    import scipy.linalg  # noqa: F401
+    import threadpoolctl
+
+    blas = sorted({f"{i['internal_api']} {i['version']} {i.get('architecture') or ''}".strip()
+                   for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})
+    return {"env.lock_md5": file_md5(lock_file), "env.python": platform.python_version(),
+            "env.platform": f"{platform.system()} {platform.machine()}", "env.blas": "; ".join(blas) or "none"}
+
+
+def installed_mismatches(lock_file: str | Path, packages=None) -> dict[str, tuple[str, str | None]]:
+    """Pinned packages (``name==version`` lines of ``lock_file``) installed at another version, or not at all.
+
+    ``packages`` limits the check to some names (e.g. the ones training imports); ``{}`` means this
+    environment matches the lock file.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    wanted = {name.strip().lower() for name in packages} if packages is not None else None
+    found = {}
+    for line in Path(lock_file).read_text().splitlines():
+        line = line.split("#", 1)[0].split(";", 1)[0].strip()
+        if "==" not in line:
+            continue
+        name, pinned = (part.strip() for part in line.split("==", 1))
+        if wanted is not None and name.lower() not in wanted:
+            continue
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            have = None
+        if have != pinned:
+            found[name] = (pinned, have)
+    return found
 
 
 def _digest(value) -> str:
@@ -107,38 +175,60 @@ class TrainingRecord:
     data_md5: str
     model_md5: str
     metrics: dict
+    environment_md5: str | None = None
+
+
+CLOCK_KEYS = ("as_of", "label", "train_months", "validation_month", "test_month")
 
 
 def record_training_run(repo: str | Path, model_name: str, run_name: str) -> TrainingRecord:
     """Record the DVC pipeline's current result in MLflow, with the links lineage needs, and register it.
 
-    Call it after ``dvc repro`` and the commit that records its ``dvc.lock``.
+    Call it after ``dvc repro`` and the commit that records its ``dvc.lock``. Tags: ``git.*``, ``dvc.*``
+    (data, code, params, model and ``dvc.requirements.md5``), ``clock.*`` (from ``metrics.json``) and
+    :func:`environment`'s ``env.*``, whose ``env.lock_md5`` must equal the md5 ``dvc.lock`` recorded (else
+    the lock file changed after ``dvc repro``: a ``RuntimeError``). The lock file is logged as the
+    artifact ``environment/requirements.txt``.
     """
     repo = Path(repo)
     commit = git(repo, "rev-parse", "HEAD")
     if git(repo, "status", "--porcelain"):
         raise RuntimeError("commit the pipeline's results first: lineage must point at a commit that has them")
     hashes = lock_hashes(read_lock(repo))
-    raw = pd.concat([pd.read_csv(path) for path in sorted((repo / "data" / "raw").glob("*.csv"))],
-                    ignore_index=True)
+    env = environment(repo / LOCK_FILE) if (repo / LOCK_FILE).is_file() else {}
+    if hashes["environment"] is not None and env.get("env.lock_md5") != hashes["environment"]:
+        raise RuntimeError(f"{LOCK_FILE} does not match the md5 dvc.lock recorded for the train stage: run "
+                           f"`dvc repro` (and commit) before recording")
+    # A sample of the raw files: their columns for the dataset's schema, rows for the model's input example.
+    # (MLflow's pandas dataset would infer the schema from every value of every file: seconds per run.)
+    sample = pd.concat([pd.read_csv(path, nrows=100) for path in sorted((repo / "data" / "raw").glob("*.csv"))[-3:]],
+                       ignore_index=True)
+    everything = read_metrics(repo)
+    clock = {f"clock.{key}": str(everything[key]) for key in CLOCK_KEYS if key in everything}
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({"git.commit": commit, "git.subject": git(repo, "log", "-1", "--format=%s"),
                          "dvc.data_raw.md5": hashes["data"], "dvc.code.md5": hashes["code"],
-                         "dvc.params.md5": hashes["params"], "dvc.model.md5": hashes["model"]})
+                         "dvc.params.md5": hashes["params"], "dvc.model.md5": hashes["model"],
+                         "dvc.requirements.md5": hashes["environment"] or "none", **clock, **env})
         mlflow.log_params(flat_params(yaml.safe_load((repo / "params.yaml").read_text())))
-        metrics = {k: float(v) for k, v in read_metrics(repo).items()}
+        metrics = numeric_metrics(everything)
         mlflow.log_metrics(metrics)
-        # The dataset's digest is DVC's hash of data/raw: the two tools name the same data the same way.
+        if env:
+            mlflow.log_artifact(str(repo / LOCK_FILE), artifact_path="environment")
+        # The dataset's digest is DVC's hash of data/raw: the two tools name the same data the same way. It is
+        # logged as metadata (source, name, digest, schema): the data itself stays in DVC.
         with warnings.catch_warnings():  # hints that do not apply: no missing values; a local source
             warnings.filterwarnings("ignore", message=".*integer column|The specified dataset source")
-            dataset = mlflow.data.from_pandas(raw, source="data/raw", name="data/raw", digest=hashes["data"],
-                                              targets=TARGET)
-            mlflow.log_input(dataset, context="training")  # infers the dataset's schema: the hint again
-        info = registry.log_credit_model(joblib.load(repo / "models" / "model.joblib"), raw)
+            described = mlflow.data.from_pandas(sample, source="data/raw", targets=TARGET)
+            dataset = MetaDataset(described.source, name="data/raw", digest=hashes["data"], schema=described.schema)
+            mlflow.log_input(dataset, context="training")
+        info = registry.log_credit_model(joblib.load(repo / "models" / "model.joblib"), sample)
     version = registry.register(info.model_uri, model_name, tags={
-        "git.commit": commit, "dvc.data_raw.md5": hashes["data"], "dvc.model.md5": hashes["model"]})
+        "git.commit": commit, "dvc.data_raw.md5": hashes["data"], "dvc.model.md5": hashes["model"],
+        **({"env.lock_md5": env["env.lock_md5"]} if env else {})})
     git(repo, "tag", f"model-v{version.version}", commit)
-    return TrainingRecord(run.info.run_id, str(version.version), commit, hashes["data"], hashes["model"], metrics)
+    return TrainingRecord(run.info.run_id, str(version.version), commit, hashes["data"], hashes["model"], metrics,
+                          hashes["environment"])
 
 
 # -- reading DVC ------------------------------------------------------------------------------------------
@@ -160,6 +250,31 @@ def lock_at(repo: str | Path, commit: str) -> dict:
     return yaml.safe_load(git(repo, "show", f"{commit}:dvc.lock"))
 
 
+def metrics_at(repo: str | Path, commit: str) -> dict:
+    """``metrics.json`` as it was at ``commit`` (``{}`` if the commit has none)."""
+    try:
+        return json.loads(git(repo, "show", f"{commit}:metrics.json"))
+    except subprocess.CalledProcessError:
+        return {}
+
+
+def _months(span: str) -> list[str]:
+    """``"2022-11..2023-01"`` -> ``["2022-11", "2022-12", "2023-01"]``."""
+    first, _, last = span.partition("..")
+    return [str(p) for p in pd.period_range(first, last or first, freq="M")]
+
+
+def read_split(metrics: dict) -> dict[str, str]:
+    """``{"2022-11.csv": "train", ..., "2023-03.csv": "test"}``: the files prepare read and what for, from the
+    clock that ``metrics.json`` records; ``{}`` if it records none."""
+    if not {"train_months", "validation_month", "test_month"} <= set(metrics):
+        return {}
+    roles = {f"{month}.csv": "train" for month in _months(metrics["train_months"])}
+    roles[f"{metrics['validation_month']}.csv"] = "validation"
+    roles[f"{metrics['test_month']}.csv"] = "test"
+    return roles
+
+
 # -- the graph ---------------------------------------------------------------------------------------------
 def _add(graph: nx.DiGraph, node: str, kind: str, type_: str, label: str, **properties) -> str:
     if node not in graph:
@@ -178,19 +293,31 @@ def build_lineage(repo: str | Path, model_name: str, client: MlflowClient | None
         run = client.get_run(mv.run_id)
         commit = run.data.tags["git.commit"]
         hashes = lock_hashes(lock_at(repo, commit))
+        manifest = dir_manifest(repo, hashes["data"])
+        roles = read_split(metrics_at(repo, commit))
         data = _add(graph, f"data:{hashes['data'][:8]}", ARTIFACT, "DataSet", f"data/raw {hashes['data'][:6]}",
-                    md5=hashes["data"])
-        for entry in dir_manifest(repo, hashes["data"]):
+                    md5=hashes["data"], files=len(manifest))
+        for entry in manifest:
+            if roles and entry["relpath"] not in roles:
+                continue  # in data/raw, but prepare did not read it (a month still maturing, or too old)
             batch = _add(graph, f"batch:{entry['relpath']}@{entry['md5'][:8]}", ARTIFACT, "DataSet",
                          entry["relpath"].removesuffix(".csv"), layer_key="batch", md5=entry["md5"],
                          relpath=entry["relpath"])
-            graph.add_edge(batch, data, association=CONTRIBUTED_TO)
+            graph.add_edge(batch, data, association=CONTRIBUTED_TO, role=roles.get(entry["relpath"], "unknown"))
+        missing = set(roles) - {entry["relpath"] for entry in manifest}
+        if missing:
+            raise ValueError(f"metrics.json at {commit[:8]} names {sorted(missing)}, which data/raw lacks there")
         code = _add(graph, f"code:{hashes['code'][:8]}", ARTIFACT, "Code", f"src/ {hashes['code'][:6]}")
         params = _add(graph, f"params:{hashes['params'][:8]}", ARTIFACT, "Parameters",
                       f"params {hashes['params'][:6]}", values=dict(run.data.params))
         training = _add(graph, f"training:v{mv.version}", ACTION, "ModelBuild", run.info.run_name or "training",
-                        commit=commit, run_id=mv.run_id, metrics=dict(run.data.metrics))
-        for source in (data, code, params):
+                        commit=commit, run_id=mv.run_id, metrics=dict(run.data.metrics),
+                        clock={k.removeprefix("clock."): v for k, v in run.data.tags.items() if k.startswith("clock.")})
+        sources = [data, code, params]
+        if hashes["environment"] is not None:
+            sources.append(_add(graph, f"env:{hashes['environment'][:8]}", ARTIFACT, "Image",
+                                f"{LOCK_FILE} {hashes['environment'][:6]}", md5=hashes["environment"]))
+        for source in sources:
             graph.add_edge(source, training, association=CONTRIBUTED_TO)
         model = _add(graph, f"model:{hashes['model'][:8]}", ARTIFACT, "Model", f"model {hashes['model'][:6]}",
                      md5=hashes["model"])
@@ -227,11 +354,16 @@ def batches(graph: nx.DiGraph) -> list[str]:
     return sorted(n for n, d in graph.nodes(data=True) if "relpath" in d)
 
 
-def batch_node(graph: nx.DiGraph, relpath: str) -> str:
-    """The node of the batch file ``relpath`` (``"2024-04.csv"``); it must exist in exactly one version."""
-    found = [n for n, d in graph.nodes(data=True) if d.get("relpath") == relpath]
+def batch_node(graph: nx.DiGraph, relpath: str, md5: str | None = None) -> str:
+    """The node of the batch file ``relpath`` (``"2024-04.csv"``): the one version of it in the lineage, or
+    the version whose md5 starts with ``md5`` (a month's file changes as its outcomes arrive)."""
+    found = [n for n, d in graph.nodes(data=True)
+             if d.get("relpath") == relpath and (md5 is None or d["md5"].startswith(md5))]
     if len(found) != 1:
-        raise KeyError(f"batch {relpath!r} appears {len(found)} times in the lineage (expected once)")
+        versions = sorted(graph.nodes[n]["md5"][:8] for n in graph if graph.nodes[n].get("relpath") == relpath)
+        raise KeyError(f"batch {relpath!r}{f' with md5 {md5}' if md5 else ''} appears {len(found)} times in the "
+                       f"lineage (expected once); its versions there: {versions or 'none'}"
+                       + ("; pass md5=... to pick one" if len(versions) > 1 and md5 is None else ""))
     return found[0]
 
 
@@ -296,8 +428,8 @@ def draw_lineage(graph: nx.DiGraph, highlight=(), title: str = "Lineage", ax=Non
     for node, (x, y) in positions.items():
         ax.annotate(labels[node], (x, y), xytext=(0, -16), textcoords="offset points", ha="center", fontsize=7.5,
                     color="#d62728" if node in highlight else "black")
-    columns = ["batches", "data / code / params", "training (run)", "model / gate", "registered versions",
-               "model group / aliases"]
+    columns = ["batches read", "data / code / params / env", "training (run)", "model / gate",
+               "registered versions", "model group / aliases"]
     xs = sorted({round(x, 3) for x, _ in positions.values()})
     for x, name in zip(xs, columns):
         ax.text(x, 1.0, name, ha="center", fontsize=8, color="#555555", transform=ax.get_xaxis_transform())

@@ -24,11 +24,15 @@ here. The public functions, stable from chapter 04 on:
     with ``str(...)``) and ``load_model(name, alias="champion")``
     Look a version up by alias, or load it as a scikit-learn pipeline (``models:/name@alias``). A missing
     alias or model raises :class:`AliasNotFound` with a message that says what exists and what to do.
-``promote_if_better(name, challenger_version, holdout, *, metric="auc", min_improvement=0.0) -> GateDecision``
-    The validation gate: score the challenger and the current champion on the *same* holdout; move the
-    ``champion`` alias to the challenger only if it beats the champion by at least ``min_improvement``
-    (or if there is no champion yet). A rejected challenger leaves the champion untouched. The decision and
-    both scores are also written as tags on the challenger version, so the registry remembers why.
+``promote_if_better(name, challenger_version, holdout, *, as_of, metric="auc", min_improvement=0.0) -> GateDecision``
+    The validation gate, decided on the date ``as_of``: every row of the holdout must have its outcome known
+    by then (:func:`~mlops_lab.simulator.check_known` raises
+    :class:`~mlops_lab.simulator.LabelFromTheFuture` before anything changes; select rows with
+    :func:`~mlops_lab.simulator.known_as_of`). It scores the challenger and the current champion on the
+    *same* holdout and moves the ``champion`` alias to the challenger only if it beats the champion by at
+    least ``min_improvement`` (or if there is no champion yet). A rejected challenger leaves the champion
+    untouched. The decision, both scores and the date are also written as tags on the challenger version,
+    so the registry remembers why and when.
 
 Aliases replace MLflow's deprecated stages (Staging/Production): a deployment loads
 ``models:/credit@champion`` and never needs to know a version number.
@@ -53,7 +57,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from .models import evaluate
-from .simulator import CATEGORICAL, FEATURES
+from .simulator import CATEGORICAL, FEATURES, TARGET, _timestamp, check_known
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # What the model needs to be loaded elsewhere. Given explicitly, MLflow skips inferring it (a subprocess
@@ -170,6 +174,11 @@ def load_model(name: str, alias: str = CHAMPION):
     return mlflow.sklearn.load_model(model_uri(name, alias))
 
 
+def _date(when) -> str:
+    """``2024-04-01`` for a midnight timestamp, the full ISO form otherwise."""
+    return str(when.date()) if when == when.normalize() else when.isoformat()
+
+
 @dataclass(frozen=True)
 class GateDecision:
     """What the validation gate decided, and the evidence: both scores on the same holdout."""
@@ -198,25 +207,29 @@ class GateDecision:
         return f"{verdict} {self.model_name} v{self.challenger_version}: {self.reason}"
 
 
-def promote_if_better(name: str, challenger_version, holdout: pandas.DataFrame, *, metric: str = "auc",
+def promote_if_better(name: str, challenger_version, holdout: pandas.DataFrame, *, as_of, metric: str = "auc",
                       min_improvement: float = 0.0, client: MlflowClient | None = None) -> GateDecision:
     """Move ``champion`` to the challenger only if it beats the champion on ``holdout`` by ``min_improvement``.
 
-    Both versions are loaded from the registry and scored on the same rows, so the comparison is fair. The
+    ``as_of`` is the date of the decision: every holdout row's outcome must be known by then, or
+    :class:`~mlops_lab.simulator.LabelFromTheFuture` is raised before the registry is touched. Both
+    versions are loaded from the registry and scored on the same rows, so the comparison is fair. The
     challenger gets the ``challenger`` alias while it is judged; on promotion ``champion`` moves to it and
     ``challenger`` is removed, on rejection nothing else changes. Tags ``gate.decision``,
-    ``gate.<metric>``, ``gate.champion_<metric>`` and ``gate.champion_version`` on the challenger version
-    record the evidence.
+    ``gate.<metric>``, ``gate.champion_<metric>``, ``gate.champion_version`` and ``gate.as_of`` on the
+    challenger version record the evidence.
     """
+    as_of = _timestamp(as_of)  # a clear TypeError/ValueError for a missing or malformed date
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS} (higher is better), got {metric!r}")
     if len(holdout) == 0:
         raise ValueError("the holdout is empty: the gate needs rows to score both models on")
+    check_known(holdout, as_of, TARGET)  # before any alias moves: a refused gate changes nothing
     client = client or MlflowClient()
     challenger_version = str(challenger_version)
     client.get_model_version(name, challenger_version)  # fails clearly if the version does not exist
     set_alias(name, CHALLENGER, challenger_version, client)
-    challenger_score = float(evaluate(load_model(name, CHALLENGER), holdout)[metric])
+    challenger_score = float(evaluate(load_model(name, CHALLENGER), holdout, as_of=as_of)[metric])
 
     try:
         champion = get_version(name, CHAMPION, client)
@@ -231,18 +244,18 @@ def promote_if_better(name: str, challenger_version, holdout: pandas.DataFrame, 
         client.delete_registered_model_alias(name, CHALLENGER)
     else:
         champion_version = str(champion.version)
-        champion_score = float(evaluate(load_model(name, CHAMPION), holdout)[metric])
+        champion_score = float(evaluate(load_model(name, CHAMPION), holdout, as_of=as_of)[metric])
         gain = challenger_score - champion_score
         promoted = gain >= min_improvement
         relation = "meets" if promoted else "misses"
         reason = (f"{metric} {challenger_score:.4f} vs champion v{champion_version} {champion_score:.4f} "
-                  f"on the same {len(holdout)} rows: a gain of {gain:+.4f} {relation} the required "
-                  f"{min_improvement:+.4f}")
+                  f"on the same {len(holdout)} rows labelled by {_date(as_of)}: a gain of {gain:+.4f} "
+                  f"{relation} the required {min_improvement:+.4f}")
 
     decision = GateDecision(name, metric, challenger_version, challenger_score, champion_version, champion_score,
                             float(min_improvement), len(holdout), promoted, reason)
     tags = {"gate.decision": "promoted" if promoted else "rejected", f"gate.{metric}": f"{challenger_score:.6f}",
-            "gate.champion_version": champion_version or "none"}
+            "gate.champion_version": champion_version or "none", "gate.as_of": _date(as_of)}
     if champion_score is not None:
         tags[f"gate.champion_{metric}"] = f"{champion_score:.6f}"
     for key, value in tags.items():

@@ -183,7 +183,8 @@ def newest_complete_month(as_of, label: str = TARGET) -> int:
     """The latest application month whose every ``label`` is known on ``as_of``.
 
     A loan applied for on the last day of month m has its 12-month outcome on the same day 12 months later,
-    so month m is complete from the first day of month m + 13 (m + 5 for the early label).
+    so month m is complete on the last day of month m + 12 (m + 4 for the early label): on the first day
+    of month t the newest complete month is t - 13 (t - 5).
     """
     _check_label(label)
     lag = OUTCOME_MONTHS if label == TARGET else EARLY_MONTHS + REPORTING_LAG_MONTHS

@@ -6,12 +6,16 @@ import networkx as nx
 import pandas as pd
 import pytest
 
-from mlops_lab import registry
+from pathlib import Path
+
+from mlops_lab import lineage, registry
 from mlops_lab.checks import WrongAnswer
 from mlops_lab.exercises import ch04, ch05
 from mlops_lab.models import train
 from mlops_lab.registry import GateDecision
-from mlops_lab.simulator import CreditStream
+from mlops_lab.simulator import CreditStream, known_as_of, newest_complete_month
+
+LOCK = Path(__file__).resolve().parents[1] / "requirements.txt"
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +54,8 @@ def test_serving_version_check_calls_the_students_function(tmp_path, capsys):
     mlflow.MlflowClient().create_experiment("ex", artifact_location=(tmp_path / "a").as_uri())
     mlflow.set_experiment("ex")
     try:
-        batch = CreditStream(seed=1, rows_per_month=300).month(0)
-        info = registry.log_credit_model(train(batch), batch, registered_model_name="ex-model")
+        batch = CreditStream(seed=1, rows_per_month=300).training_window("2024-04-01", months=1)
+        info = registry.log_credit_model(train(batch, as_of="2024-04-01"), batch, registered_model_name="ex-model")
         registry.set_alias("ex-model", "champion", info.registered_model_version)
 
         def right(name):
@@ -77,6 +81,36 @@ def test_sagemaker_mapping():
     wrong = {**ch04.SAGEMAKER, "the champion alias": "approval status Rejected"}
     with pytest.raises(WrongAnswer, match="the champion alias"):
         ch04.check_sagemaker_mapping(wrong)
+
+
+STREAM = CreditStream(seed=4, rows_per_month=300)
+
+
+def test_gate_holdout_check_runs_the_students_function(capsys):
+    def right(stream, as_of):
+        return known_as_of(stream.month(newest_complete_month(as_of), replicate=1), as_of)
+
+    ch04.check_gate_holdout(right, STREAM)
+    assert "correct" in capsys.readouterr().out
+    ch04.check_gate_holdout(..., STREAM)
+    assert "not attempted" in capsys.readouterr().out
+    # the applications of the month of as_of (or the month before): outcomes not known yet
+    with pytest.raises(WrongAnswer, match="have no 'default' known on 2024-04-01"):
+        ch04.check_gate_holdout(lambda stream, as_of: known_as_of(stream.month(2, replicate=1), "2026-01-01"),
+                                STREAM)
+    # only what is known of a month still maturing: passes check_known, but the early defaults only
+    with pytest.raises(WrongAnswer, match="newest complete month then is 2023-03"):
+        ch04.check_gate_holdout(lambda stream, as_of: known_as_of(
+            stream.month(newest_complete_month(as_of) + 1, replicate=1), as_of), STREAM)
+    with pytest.raises(WrongAnswer, match="replicate 0 of 2023-03: the very loans the model trained on"):
+        ch04.check_gate_holdout(lambda stream, as_of: known_as_of(
+            stream.month(newest_complete_month(as_of)), as_of), STREAM)
+    with pytest.raises(WrongAnswer, match="returns 10 rows"):
+        ch04.check_gate_holdout(lambda stream, as_of: right(stream, as_of).head(10), STREAM)
+    with pytest.raises(WrongAnswer, match="raised KeyError"):
+        ch04.check_gate_holdout(lambda stream, as_of: {}["x"], STREAM)
+    with pytest.raises(WrongAnswer, match="expected a function"):
+        ch04.check_gate_holdout(right(STREAM, "2024-04-01"), STREAM)
 
 
 def small_graph() -> nx.DiGraph:
@@ -107,22 +141,51 @@ def test_challenger_months(capsys):
         ch05.check_challenger_months("2024-01", graph)
 
 
-def test_january_after_rollback(monkeypatch):
+def test_batch_after_rollback(monkeypatch, capsys):
     graph = small_graph()
     monkeypatch.setattr("mlops_lab.lineage.build_lineage", lambda repo, name: graph)
     fake = SimpleNamespace(get_registered_model=lambda name: SimpleNamespace(aliases={"champion": 1}))
     monkeypatch.setattr(ch05, "MlflowClient", lambda: fake)
-    ch05.check_january_after_rollback({"versions": [2, 1], "serving": 1}, "repo", "m")
+    ch05.check_batch_after_rollback({"versions": [2, 1], "serving": 1}, "repo", "m", "2024-01.csv")
+    assert "which 2024-01 reached" in capsys.readouterr().out
     with pytest.raises(WrongAnswer, match="versions"):
-        ch05.check_january_after_rollback({"versions": ["2"], "serving": "1"}, "repo", "m")
+        ch05.check_batch_after_rollback({"versions": ["2"], "serving": "1"}, "repo", "m", "2024-01.csv")
     with pytest.raises(WrongAnswer, match="serving"):
-        ch05.check_january_after_rollback({"versions": ["1", "2"], "serving": "2"}, "repo", "m")
+        ch05.check_batch_after_rollback({"versions": ["1", "2"], "serving": "2"}, "repo", "m", "2024-01.csv")
+    ch05.check_batch_after_rollback({"versions": ["2"], "serving": "1"}, "repo", "m", "2024-02.csv")
+    assert "which 2024-02 did not reach" in capsys.readouterr().out
 
 
 def test_associations():
     ch05.check_associations(dict(ch05.ASSOCIATIONS))
     with pytest.raises(WrongAnswer, match="training run -> model file"):
         ch05.check_associations({**ch05.ASSOCIATIONS, "training run -> model file": "DerivedFrom"})
+
+
+def test_rebuild_blockers_check_runs_the_students_function(capsys):
+    here = lineage.environment(LOCK)
+    run = SimpleNamespace(data=SimpleNamespace(tags={**here, "git.commit": "abc"}))
+
+    def right(run, lock_file):
+        now = lineage.environment(lock_file)
+        return sorted(k for k, v in now.items() if run.data.tags.get(k) != v)
+
+    assert ch05.expected_blockers(run, LOCK) == []
+    ch05.check_rebuild_blockers(right, run, LOCK)
+    assert "correct" in capsys.readouterr().out
+    ch05.check_rebuild_blockers(..., run, LOCK)
+    assert "not attempted" in capsys.readouterr().out
+    with pytest.raises(WrongAnswer, match=r"another lock file it returned \[\], expected \['env.lock_md5'\]"):
+        ch05.check_rebuild_blockers(lambda run, lock_file: [], run, LOCK)
+    # a function that ignores missing tags misses the run that recorded no environment
+    ignores_missing = lambda run, lock_file: sorted(  # noqa: E731
+        k for k, v in lineage.environment(lock_file).items() if k in run.data.tags and run.data.tags[k] != v)
+    with pytest.raises(WrongAnswer, match="recorded before the environment was"):
+        ch05.check_rebuild_blockers(ignores_missing, run, LOCK)
+    with pytest.raises(WrongAnswer, match="raised AttributeError"):
+        ch05.check_rebuild_blockers(lambda run, lock_file: run.tags, run, LOCK)
+    with pytest.raises(WrongAnswer, match="not a list"):
+        ch05.check_rebuild_blockers(lambda run, lock_file: "env.python", run, LOCK)
 
 
 def test_changed_parameter():

@@ -2,6 +2,7 @@
 import logging
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -9,9 +10,12 @@ from mlops_lab import registry
 from mlops_lab.chapter import Chapter
 from mlops_lab.models import evaluate, train
 from mlops_lab.registry import AliasNotFound, GateDecision, promote_if_better
-from mlops_lab.simulator import FEATURES, TARGET, CreditStream, Drift
+from mlops_lab.simulator import (FEATURES, KNOWN, TARGET, CreditStream, LabelFromTheFuture, known_as_of,
+                                 newest_complete_month)
 
 NAME = "credit-test"
+AS_OF = "2024-04-01"                   # the date of every decision below: train, evaluate, gate
+MONTH = newest_complete_month(AS_OF)   # 2023-03: the newest application month whose 12-month outcomes are in
 
 
 @pytest.fixture
@@ -30,16 +34,22 @@ def store(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def data():
     stream = CreditStream(seed=3, rows_per_month=2000)
-    return {"train": stream.month(0), "holdout": stream.month(0, replicate=1)}
+    return {"train": stream.labelled([MONTH], AS_OF), "holdout": known_as_of(stream.month(MONTH, replicate=1), AS_OF),
+            # the next application month: its outcomes are still maturing on AS_OF (the early defaults are in)
+            "maturing": stream.month(MONTH + 1, replicate=1), "stream": stream}
 
 
 def log_version(batch, **train_kwargs) -> str:
-    info = registry.log_credit_model(train(batch, **train_kwargs), batch, registered_model_name=NAME)
+    info = registry.log_credit_model(train(batch, as_of=AS_OF, **train_kwargs), batch, registered_model_name=NAME)
     return str(info.registered_model_version)
 
 
+def gate(version, holdout, **kwargs):
+    return promote_if_better(NAME, version, holdout, as_of=AS_OF, **kwargs)
+
+
 def test_log_credit_model_records_signature_example_and_requirements(store, data):
-    model = train(data["train"])
+    model = train(data["train"], as_of=AS_OF)
     with mlflow.start_run() as run:
         info = registry.log_credit_model(model, data["train"], registered_model_name=NAME)
     assert info.run_id == run.info.run_id and str(info.registered_model_version) == "1"
@@ -48,7 +58,7 @@ def test_log_credit_model_records_signature_example_and_requirements(store, data
     requirements = mlflow.pyfunc.get_model_dependencies(info.model_uri)
     assert "scikit-learn==" in open(requirements).read()
     loaded = mlflow.sklearn.load_model(info.model_uri)
-    assert evaluate(loaded, data["holdout"]) == evaluate(model, data["holdout"])
+    assert evaluate(loaded, data["holdout"], as_of=AS_OF) == evaluate(model, data["holdout"], as_of=AS_OF)
     served = mlflow.pyfunc.load_model(info.model_uri)  # enforces the signature, as a scoring server does
     probabilities = served.predict(registry.model_input(data["holdout"].head(20)))
     assert probabilities.shape == (20, 2)
@@ -58,7 +68,7 @@ def test_log_credit_model_records_signature_example_and_requirements(store, data
 
 
 def test_log_credit_model_starts_its_own_run_when_none_is_active(store, data):
-    info = registry.log_credit_model(train(data["train"]), data["train"])
+    info = registry.log_credit_model(train(data["train"], as_of=AS_OF), data["train"])
     assert mlflow.active_run() is None
     assert store.get_run(info.run_id).info.status == "FINISHED"
 
@@ -74,7 +84,7 @@ def test_missing_alias_and_missing_model_raise_clear_errors(store, data):
 
 def test_first_model_becomes_champion(store, data):
     version = log_version(data["train"])
-    decision = promote_if_better(NAME, version, data["holdout"])
+    decision = gate(version, data["holdout"])
     assert decision.promoted and decision.champion_version is None and "no champion" in decision.reason
     assert str(registry.get_version(NAME, "champion").version) == version
     assert "challenger" not in store.get_registered_model(NAME).aliases
@@ -83,9 +93,9 @@ def test_first_model_becomes_champion(store, data):
 def test_better_challenger_is_promoted_and_worse_one_is_rejected(store, data):
     small = data["train"].head(150)  # a weak champion: trained on very few rows, heavily regularised
     champion = log_version(small, C=0.001)
-    promote_if_better(NAME, champion, data["holdout"])
+    gate(champion, data["holdout"])
     better = log_version(data["train"])
-    decision = promote_if_better(NAME, better, data["holdout"])
+    decision = gate(better, data["holdout"])
     assert decision.promoted and decision.champion_version == champion
     assert decision.challenger_score > decision.champion_score
     assert str(registry.get_version(NAME, "champion").version) == better == decision.serving_version
@@ -93,7 +103,7 @@ def test_better_challenger_is_promoted_and_worse_one_is_rejected(store, data):
     shuffled = data["train"].copy()
     shuffled[TARGET] = shuffled[TARGET].sample(frac=1, random_state=0).to_numpy()  # labels carry no signal
     worse = log_version(shuffled)
-    rejected = promote_if_better(NAME, worse, data["holdout"])
+    rejected = gate(worse, data["holdout"])
     assert not rejected.promoted and rejected.serving_version == better
     assert str(registry.get_version(NAME, "champion").version) == better  # champion untouched
     assert str(registry.get_version(NAME, "challenger").version) == worse
@@ -105,17 +115,17 @@ def test_better_challenger_is_promoted_and_worse_one_is_rejected(store, data):
 
 def test_min_improvement_can_reject_a_slightly_better_model(store, data):
     first = log_version(data["train"].head(1000))
-    promote_if_better(NAME, first, data["holdout"])
+    gate(first, data["holdout"])
     second = log_version(data["train"])
-    decision = promote_if_better(NAME, second, data["holdout"], metric="accuracy", min_improvement=0.5)
+    decision = gate(second, data["holdout"], metric="accuracy", min_improvement=0.5)
     assert not decision.promoted and "misses" in decision.reason
     assert str(registry.get_version(NAME, "champion").version) == first
 
 
 def test_champion_against_itself_is_not_promoted_again(store, data):
     version = log_version(data["train"])
-    promote_if_better(NAME, version, data["holdout"])
-    again = promote_if_better(NAME, version, data["holdout"])
+    gate(version, data["holdout"])
+    again = gate(version, data["holdout"])
     assert not again.promoted and again.serving_version == version
     assert set(store.get_registered_model(NAME).aliases) == {"champion"}
 
@@ -123,9 +133,63 @@ def test_champion_against_itself_is_not_promoted_again(store, data):
 def test_gate_rejects_bad_arguments(store, data):
     version = log_version(data["train"])
     with pytest.raises(ValueError, match="metric must be one of"):
-        promote_if_better(NAME, version, data["holdout"], metric="loss")
+        gate(version, data["holdout"], metric="loss")
     with pytest.raises(ValueError, match="holdout is empty"):
-        promote_if_better(NAME, version, data["holdout"].head(0))
+        gate(version, data["holdout"].head(0))
+    with pytest.raises(TypeError, match="as_of is required"):
+        promote_if_better(NAME, version, data["holdout"], as_of=None)
+    with pytest.raises(TypeError, match="as_of"):
+        promote_if_better(NAME, version, data["holdout"])  # a keyword the caller must give
+
+
+def assert_registry_untouched(store, version):
+    """No alias set, no gate evidence written: what a refused gate must leave behind."""
+    assert store.get_registered_model(NAME).aliases == {}
+    assert not any(key.startswith("gate.") for key in store.get_model_version(NAME, version).tags)
+
+
+def test_gate_refuses_a_holdout_label_from_after_its_date(store, data):
+    version = log_version(data["train"])
+    # One row of the next application month whose outcome became known after AS_OF, hidden among rows that
+    # are all known: the gate must notice it, not average it away.
+    maturing = data["maturing"][data["maturing"]["approved"]]
+    late = maturing[maturing[KNOWN[TARGET]] > pd.Timestamp(AS_OF)].head(1)
+    assert len(late) == 1
+    holdout = pd.concat([data["holdout"], known_as_of(late, late[KNOWN[TARGET]].max())], ignore_index=True)
+    with pytest.raises(LabelFromTheFuture, match=rf"1 of {len(holdout)} rows have no 'default' known on {AS_OF}"):
+        gate(version, holdout)
+    assert_registry_untouched(store, version)
+    # The same rows are a legitimate holdout for a decision taken once that outcome is in.
+    decision = promote_if_better(NAME, version, holdout, as_of=late[KNOWN[TARGET]].max())
+    assert decision.promoted and decision.holdout_rows == len(holdout)
+
+
+def test_gate_refuses_declined_applicants_and_a_month_still_maturing(store, data):
+    version = log_version(data["train"])
+    stream = data["stream"]
+    everyone = stream.month(MONTH, replicate=2)  # the world's record: declined applicants have no outcome
+    with pytest.raises(LabelFromTheFuture, match="declined, never observed"):
+        gate(version, everyone)
+    # What is known of the next month on AS_OF is its early defaults only: a biased holdout, and not allowed
+    # as one: every one of its approved loans' outcomes must be in.
+    maturing = stream.month(MONTH + 1, replicate=2)
+    known_early = known_as_of(maturing, AS_OF)
+    assert 0 < len(known_early) < maturing["approved"].sum()
+    assert known_early[TARGET].mean() > 3 * known_as_of(maturing, "2025-01-01")[TARGET].mean()
+    with pytest.raises(LabelFromTheFuture):
+        gate(version, known_as_of(maturing, "2025-01-01"))
+    assert_registry_untouched(store, version)
+
+
+def test_gate_accepts_a_label_known_on_its_date_and_records_the_date(store, data):
+    version = log_version(data["train"])
+    known_on = data["holdout"][KNOWN[TARGET]].max()  # the last outcome of the holdout to become known
+    with pytest.raises(LabelFromTheFuture):
+        promote_if_better(NAME, version, data["holdout"], as_of=known_on - pd.Timedelta(days=1))
+    assert_registry_untouched(store, version)
+    decision = promote_if_better(NAME, version, data["holdout"], as_of=known_on)  # known that very day: fine
+    assert decision.promoted
+    assert store.get_model_version(NAME, version).tags["gate.as_of"] == str(known_on.date())
 
 
 def test_start_tracking_keeps_artifacts_in_the_workspace(tmp_path, capfd):

@@ -5,6 +5,7 @@ directory, on a free 127.0.0.1 port, started and always stopped by mlops_lab.ser
 Each chapter runs in a fresh kernel with ``MLFLOW_TRACKING_URI`` set before the kernel starts (as a
 student would set it before starting Jupyter); the test then asks the *server* for what the chapter made.
 """
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_chapter_04_logs_and_registers_on_the_server(tracking_server):
     model = client.get_registered_model("credit-risk" + suffix)
     assert {alias: str(v) for alias, v in model.aliases.items()} == {"champion": "2", "challenger": "3"}
     assert client.get_model_version(model.name, "3").tags["gate.decision"] == "rejected"
+    # every gate decided on a date, and the date is in the registry: the first release, then a year later
+    gate_dates = [client.get_model_version(model.name, v).tags["gate.as_of"] for v in ("1", "2", "3")]
+    assert gate_dates[0] == "2024-04-01" and gate_dates[0] < gate_dates[1] <= gate_dates[2]
     assert list((folder / "artifacts").rglob("learning_curve.png")), "artifacts went through the server"
     # ...and nothing into the chapter's own SQLite store
     assert not (ROOT / "workspace" / "04_tracking_and_registry" / "mlflow.db").exists()
@@ -75,6 +79,12 @@ def test_chapter_05_records_lineage_on_the_server(tracking_server):
     assert len(experiments) == 1
     runs = client.search_runs([experiments[0].experiment_id])
     assert len(runs) == 3 and all("git.commit" in r.data.tags and "dvc.data_raw.md5" in r.data.tags for r in runs)
+    # the environment and the clock of each run went through the server too
+    lock_md5 = hashlib.md5((ROOT / "requirements.txt").read_bytes()).hexdigest()
+    assert {r.data.tags["env.lock_md5"] for r in runs} == {lock_md5}
+    assert sorted(r.data.tags["clock.as_of"] for r in runs) == ["2024-04-01", "2025-07-01", "2025-07-01"]
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "environment")}
+    assert artifacts == {"environment/requirements.txt"}
     model = client.get_registered_model("credit-risk" + experiments[0].name[len("credit-lineage"):])
     assert str(model.aliases["champion"]) == "1", "the chapter rolled back after the corrupt batch"
     assert client.get_model_version(model.name, "2").tags["quarantine"].startswith("trained on the corrupt")

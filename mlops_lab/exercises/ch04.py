@@ -5,6 +5,8 @@ import pandas as pd
 
 from ..checks import check_choice, check_mapping, check_number, not_attempted, verdict
 from ..registry import CHAMPION, AliasNotFound, GateDecision, get_version
+from ..simulator import (FEATURES, TARGET, CreditStream, LabelFromTheFuture, check_known, known_as_of, month_label,
+                         newest_complete_month)
 
 SAGEMAKER = {
     "experiment": "SageMaker Experiments (or a SageMaker managed MLflow tracking server)",
@@ -84,5 +86,64 @@ def check_sagemaker_mapping(answer) -> None:
                   hint="copy the exact strings from the list of options in the exercise.")
 
 
-__all__ = ["AliasNotFound", "SAGEMAKER", "best_run", "check_best_short_window", "check_largest_margin",
-           "check_serving_version", "check_sagemaker_mapping"]
+# Dates the gate-holdout check tries: the first of a month, mid-month, the last day of a month, a year later.
+HOLDOUT_DATES = ("2024-04-01", "2024-04-17", "2024-12-31", "2025-07-01")
+_COMPARED = ["application_id", "application_date", *FEATURES, TARGET]
+
+
+def expected_gate_holdout(stream: CreditStream, as_of) -> pd.DataFrame:
+    """The approved loans of replicate 1 of the newest complete month on ``as_of``, outcomes known then."""
+    return known_as_of(stream.month(newest_complete_month(as_of), replicate=1), as_of)
+
+
+def _rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[_COMPARED].sort_values("application_id").reset_index(drop=True)
+
+
+def check_gate_holdout(answer, stream: CreditStream) -> None:
+    exercise = "ex-04-5"
+    if not_attempted(answer):
+        return verdict(exercise, None, "define gate_holdout(stream, as_of) and pass the function itself.")
+    if not callable(answer):
+        return verdict(exercise, False, f"expected a function, got {type(answer).__name__}.",
+                       "pass the function itself: check_gate_holdout(gate_holdout, stream).")
+    for as_of in HOLDOUT_DATES:
+        newest = newest_complete_month(as_of)
+        try:
+            got = answer(stream, as_of)
+        except Exception as exc:  # a student's function may raise anything
+            return verdict(exercise, False, f"gate_holdout(stream, {as_of!r}) raised {type(exc).__name__}: {exc}",
+                           "newest_complete_month(as_of) gives the month; known_as_of(batch, as_of) its labelled rows.")
+        if not isinstance(got, pd.DataFrame) or not set(_COMPARED) <= set(got.columns):
+            return verdict(exercise, False, f"gate_holdout(stream, {as_of!r}) returned {type(got).__name__}, not a "
+                                            f"batch of loans with their features and outcome.",
+                           "return known_as_of(stream.month(...), as_of): a DataFrame.")
+        try:
+            check_known(got, as_of)
+        except LabelFromTheFuture as error:
+            return verdict(exercise, False, f"for {as_of}: {error}",
+                           f"on {as_of} the newest month with every outcome known is {month_label(newest)} "
+                           f"(newest_complete_month); keep only its known rows with known_as_of.")
+        expected = expected_gate_holdout(stream, as_of)
+        if _rows(got).equals(_rows(expected)):
+            continue
+        months = sorted(month_label(int(m)) for m in got["month"].unique())
+        if months != [month_label(newest)]:
+            return verdict(exercise, False, f"for {as_of} it holds applications from {', '.join(months) or 'no month'};"
+                                            f" the newest complete month then is {month_label(newest)}.",
+                           "newest_complete_month(as_of): a month whose outcomes are partly in is a biased sample.")
+        training = known_as_of(stream.month(newest), as_of)
+        if _rows(got).equals(_rows(training)):
+            return verdict(exercise, False, f"for {as_of} it returns replicate 0 of {month_label(newest)}: the very "
+                                            f"loans the model trained on, so the gate would flatter it.",
+                           "draw an independent sample of the same month: stream.month(month, replicate=1).")
+        return verdict(exercise, False, f"for {as_of} it returns {len(got)} rows; the holdout has {len(expected)} "
+                                        f"(every approved loan of replicate 1 of {month_label(newest)}).",
+                       "known_as_of(stream.month(month, replicate=1), as_of), without further filtering.")
+    verdict(exercise, True, f"on each of {', '.join(HOLDOUT_DATES)} it returns the approved loans of an independent "
+                            f"sample of the newest complete month, every outcome known on that date: a holdout the "
+                            f"gate accepts and no model trained on.")
+
+
+__all__ = ["AliasNotFound", "SAGEMAKER", "best_run", "check_best_short_window", "check_gate_holdout",
+           "check_largest_margin", "check_serving_version", "check_sagemaker_mapping", "expected_gate_holdout"]

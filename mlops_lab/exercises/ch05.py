@@ -1,14 +1,17 @@
 """Checks for chapter 05: model and data lineage."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from mlflow import MlflowClient
 
 from ..checks import check_choice, check_mapping, not_attempted, verdict
-from ..lineage import ASCENDANTS, batch_node, query_lineage, versions_reached
+from ..lineage import ASCENDANTS, batch_node, environment, query_lineage, versions_reached
 
 ASSOCIATIONS = {
     "batch file -> data version": "ContributedTo",
     "data version -> training run": "ContributedTo",
+    "lock file -> training run": "ContributedTo",
     "training run -> model file": "Produced",
     "model file -> model version": "DerivedFrom",
     "gate -> model version": "AssociatedWith",
@@ -16,6 +19,8 @@ ASSOCIATIONS = {
 ASSOCIATIONS_WHY = {
     "batch file -> data version": "the batch is one part of that version of data/raw.",
     "data version -> training run": "SageMaker's own example: training data contributed to the training job.",
+    "lock file -> training run": "the environment is an input of the run, as a training job's container image is "
+                                 "in SageMaker: it contributed to the run without being produced by it.",
     "training run -> model file": "the run generated the model file (SageMaker: a training job produced a model).",
     "model file -> model version": "the registered version is the model file packaged with a signature and "
                                    "requirements: the destination is a modification of the source.",
@@ -24,7 +29,7 @@ ASSOCIATIONS_WHY = {
 
 
 def months_behind(graph, alias: str) -> list[str]:
-    """The batch months upstream of the version an alias points at, in order."""
+    """The monthly files upstream of the version an alias points at (the ones its pipeline read), in order."""
     upstream = query_lineage(graph, f"alias:{alias}", ASCENDANTS)
     return sorted(graph.nodes[n]["label"] for n in upstream if "relpath" in graph.nodes[n])
 
@@ -37,18 +42,21 @@ def check_challenger_months(answer, graph) -> None:
         return verdict("ex-05-1", False, f"expected a list of months, got {answer!r}.")
     got = sorted(str(m).removesuffix(".csv") for m in answer)
     if got == expected:
-        return verdict("ex-05-1", True, f"the challenger was trained on {', '.join(expected)}: every batch in the "
-                                        f"data version its run recorded.")
+        return verdict("ex-05-1", True, f"the challenger's pipeline read {', '.join(expected)}: the files of its "
+                                        f"split (training months, then a validation and a test month), each a "
+                                        f"version of the file as exported on the run's date.")
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     verdict("ex-05-1", False, f"missing {missing or 'nothing'}, not used {extra or 'nothing'}.",
             "query_lineage(graph, 'alias:challenger', 'Ascendants') and keep the nodes with a 'relpath'.")
 
 
-def check_january_after_rollback(answer, repo, model_name: str) -> None:
+def check_batch_after_rollback(answer, repo, model_name: str, relpath: str) -> None:
+    """ex-05-2: which versions the file ``relpath`` reached, and which version serves, after the rollback."""
     from ..lineage import build_lineage  # the graph as it is now, after the rollback
 
     graph = build_lineage(repo, model_name)
-    reached = versions_reached(graph, batch_node(graph, "2024-01.csv"))
+    reached = versions_reached(graph, batch_node(graph, relpath))
+    month = relpath.removesuffix(".csv")
     serving = str(MlflowClient().get_registered_model(model_name).aliases["champion"])
     expected = {"versions": reached, "serving": serving}
     if isinstance(answer, dict) and "versions" in answer and not not_attempted(answer["versions"]):
@@ -59,10 +67,57 @@ def check_january_after_rollback(answer, repo, model_name: str) -> None:
     if isinstance(answer, dict) and "serving" in answer and not not_attempted(answer["serving"]):
         answer = {**answer, "serving": str(answer["serving"])}
     check_mapping("ex-05-2", answer, expected,
-                  why={"versions": f"January is in every data version, so it reached versions {', '.join(reached)}.",
-                       "serving": f"after the rollback @champion points at version {serving}, which January "
-                                  f"also reached: rolling back to v1 removed April, not January."},
+                  why={"versions": f"{month}'s file was read for version(s) {', '.join(reached)} only: every other "
+                                   f"version's pipeline read other months.",
+                       "serving": f"after the rollback @champion points at version {serving}"
+                                  + (f", which {month} reached: the rollback escaped one corrupt file and "
+                                     f"exposed the service to this one." if serving in reached else
+                                     f", which {month} did not reach.")},
                   hint="rebuild the graph (build_lineage) after the rollback; versions_reached(graph, batch_node(...)).")
+
+
+def _run_with(tags: dict):
+    return SimpleNamespace(data=SimpleNamespace(tags=dict(tags)))
+
+
+def expected_blockers(run, lock_file) -> list[str]:
+    here = environment(lock_file)
+    return sorted(key for key, value in here.items() if run.data.tags.get(key) != value)
+
+
+def check_rebuild_blockers(answer, run, lock_file) -> None:
+    """ex-05-5: the student's ``rebuild_blockers(run, lock_file)`` on the real run and on altered copies."""
+    exercise = "ex-05-5"
+    if not_attempted(answer):
+        return verdict(exercise, None, "define rebuild_blockers(run, lock_file) and pass the function itself.")
+    if not callable(answer):
+        return verdict(exercise, False, f"expected a function, got {type(answer).__name__}.",
+                       "pass the function itself: check_rebuild_blockers(rebuild_blockers, run, lock_file).")
+    tags = dict(run.data.tags)
+    cases = {
+        "the serving version's run, on this machine": run,
+        "a run trained with another lock file": _run_with({**tags, "env.lock_md5": "0" * 32}),
+        "a run trained on a Mac with Apple's BLAS": _run_with({**tags, "env.platform": "Darwin arm64",
+                                                               "env.blas": "accelerate 0 M1"}),
+        "a run recorded before the environment was": _run_with({k: v for k, v in tags.items()
+                                                                if not k.startswith("env.")}),
+    }
+    for name, case in cases.items():
+        expected = expected_blockers(case, lock_file)
+        try:
+            got = answer(case, lock_file)
+        except Exception as exc:  # a student's function may raise anything
+            return verdict(exercise, False, f"for {name} it raised {type(exc).__name__}: {exc}",
+                           "a missing tag is a difference too: run.data.tags.get(key).")
+        if isinstance(got, str) or not hasattr(got, "__iter__"):
+            return verdict(exercise, False, f"for {name} it returned {got!r}, not a list of names.")
+        got = sorted(str(k) for k in got)
+        if got != expected:
+            return verdict(exercise, False, f"for {name} it returned {got}, expected {expected}.",
+                           "compare every key of lineage.environment(lock_file) with run.data.tags.get(key).")
+    verdict(exercise, True, "nothing blocks a rebuild here; another lock file, another platform or BLAS, or a run "
+                            "that recorded no environment are each named, so you know what to check (or to "
+                            "compare with a tolerance) before trusting a rebuilt model's hash.")
 
 
 def check_associations(answer) -> None:
