@@ -1,29 +1,67 @@
-"""The credit pipeline as a real git + DVC project: built, extended and retrained by a few calls.
+"""The credit pipeline as a real git + DVC project on the book's clock: built, advanced and retrained.
 
 Chapters 02 and 03 teach the commands one by one; later chapters (04 registry, 05 lineage, 12 drift-
 triggered retraining) need the same project without re-teaching it, so it is rebuilt here, with real git
-and real DVC run as subprocesses (no mocks), deterministically from the simulator:
+and real DVC run as subprocesses (no mocks), deterministically from the simulator.
 
-- ``init_repo(path) -> Path``: ``git init`` + ``dvc init`` in ``path``, analytics off in the repo config,
-  a local DVC remote ``storage`` at ``<path>/../dvc-remote/<name>`` (:func:`remote_path`, outside the repo,
-  named by its absolute path: see there why), and a first commit.
-- ``add_month(repo, stream, month) -> Path``: write that month's batch of a
-  :class:`~mlops_lab.simulator.CreditStream` to ``data/raw/<YYYY-MM>.csv``, ``dvc add data/raw`` (one
-  tracked folder: one ``data/raw.dvc`` whose every version is a data version), git commit. Returns the
-  CSV's path. ``add_months(repo, stream, months) -> list[Path]`` does several months in one commit.
-- ``write_pipeline(repo, params=None) -> Path``: write the stage scripts ``src/prepare.py``,
-  ``src/featurize.py``, ``src/train.py``, ``src/evaluate.py``, ``params.yaml`` (defaults
-  :data:`DEFAULT_PARAMS`, updated by ``params``, section by section) and ``dvc.yaml``. Returns ``repo``.
-- ``build_credit_project(path, stream=None, months=(0, 1, 2), params=None, tag="v1.0") -> Path``:
-  all of the above (the months in one commit), then ``dvc repro``, ``dvc push``, a commit and a tag.
-  The pipeline writes the model to ``models/model.joblib`` (a scikit-learn Pipeline: raw
-  :data:`FEATURES` columns in, P(default) out) and its test-set scores to ``metrics.json`` (``roc_auc``,
-  ``accuracy``, ``precision``, ``recall``, ``cost_per_application``, ``test_rows``); ``dvc.lock`` records
-  the hash of every dependency and output and the parameters of every stage. ``params`` overrides
-  :data:`DEFAULT_PARAMS`, e.g. ``{"prepare": {"window_months": 3}}`` trains on the last three months only.
-- ``retrain(repo, stream, month, message=None) -> dict``: add a month, ``dvc repro``, commit, push;
-  returns the new metrics (what a drift alarm calls, chapter 12).
-- ``read_metrics(repo) -> dict``, ``read_lock(repo) -> dict``: the current metrics and ``dvc.lock``.
+**The clock.** The project's data is what the lender's warehouse holds on a date, ``as_of``: each raw month
+file ``data/raw/<YYYY-MM>.csv`` is ``snapshot(stream.month(m), as_of)`` (applications made by then; a label
+and its known date only where the lender knows it by then; declined applicants never have one; the
+simulator's ``*_unseen_by_lender`` columns are never written). So a month's file really changes as its
+outcomes arrive: advancing the clock (:func:`retrain`) rewrites it, and DVC versions each rewrite.
+``params.yaml`` holds ``prepare.as_of`` (ISO date: the day the model is trained) and ``prepare.label``
+(``"default"``, known 12 months after the application or on the default; or ``"early_delinquency"``, known
+3 + 1 months after it). The **prepare** stage splits by time, as credit-risk teams do:
+
+- the **test** month is the newest application month whose every label is known on ``as_of`` (for
+  ``default`` that is month t-13 on the first day of month t; t-5 for ``early_delinquency``): out of time,
+  used only for the report;
+- the **validation** month is the month before it: every choice (the decision threshold, experiments) is
+  made on it;
+- the **training** months are the ``prepare.window_months`` complete months before that (0: every
+  complete month in ``data/raw``).
+
+Only rows with a known label are used (declined applicants have none). Prepare refuses, with a message
+that names the problem, a label whose known date is after ``as_of`` (a label from the future), a raw file
+that is older than ``as_of`` (an approved loan of a complete month without its label), and a window that
+``data/raw`` does not cover.
+
+**The environment is an input.** :func:`write_pipeline` copies the book's pinned lock file (the
+repository's ``requirements.txt``, found beside the package or under :func:`~mlops_lab.chapter.book_root`)
+into the project as ``requirements.txt``, a dependency of the **train** stage: ``dvc.lock`` records its
+md5 (``lock["stages"]["train"]["deps"]``, path ``requirements.txt``), and changing a pin reruns training.
+
+API:
+
+- ``init_repo(path) -> Path``: ``git init`` + ``dvc init``, analytics off in the repo config, a local DVC
+  remote ``storage`` at ``<path>/../dvc-remote/<name>`` (:func:`remote_path`), a first commit.
+- ``write_months(repo, stream, months, *, as_of) -> list[Path]``: write each month's snapshot on ``as_of``
+  to ``data/raw/<YYYY-MM>.csv`` (no git, no DVC). ``add_months(repo, stream, months, *, as_of)`` also runs
+  ``dvc add data/raw`` (one tracked folder: one ``data/raw.dvc`` whose every version is a data version) and
+  commits; ``add_month(repo, stream, month, *, as_of) -> Path`` does one month.
+- ``default_months(as_of, label="default", window_months=3) -> range``: the months ``months=None`` means:
+  from the first training month (the ``window_months`` + 2 months that end at the newest complete month for
+  ``label``: training, validation, test) to the newest month with any application by ``as_of`` (the month
+  of ``as_of``, holding the applications of its first days).
+  On 2024-04-01 with ``default``: 2022-11 .. 2024-04, eighteen files, five of them complete.
+- ``write_pipeline(repo, params=None) -> Path``: the stage scripts ``src/{prepare,featurize,train,
+  evaluate}.py``, ``params.yaml`` (:data:`DEFAULT_PARAMS` updated by ``params``, section by section),
+  ``dvc.yaml`` and ``requirements.txt``.
+- ``build_credit_project(path, stream=None, *, as_of, months=None, params=None, tag="v1.0") -> Path``:
+  all of the above (the months in one commit; ``prepare.as_of`` set to ``as_of``), then ``dvc repro``,
+  ``dvc push``, a commit and a tag. The model is ``models/model.joblib`` (a scikit-learn Pipeline: raw
+  :data:`FEATURES` in, P(label) out); ``metrics.json`` holds the test month's ``roc_auc``, ``accuracy``,
+  ``precision``, ``recall``, ``cost_per_application`` and ``test_rows``, the validation month's
+  ``validation_roc_auc``, ``validation_cost_per_application`` and ``validation_rows``, ``train_rows``, and
+  the clock: ``as_of`` (ISO date), ``label``, ``train_months`` (``"YYYY-MM..YYYY-MM"``, first..last),
+  ``validation_month`` and ``test_month`` (``"YYYY-MM"``).
+- ``retrain(repo, stream, *, as_of, label=None, message=None) -> dict``: advance the clock to ``as_of``
+  (never back): rewrite every raw month's snapshot as of ``as_of`` (late outcomes change a month's labels),
+  add the months applied for by then that are missing (and older ones the label's window needs), set
+  ``prepare.as_of`` (and ``prepare.label`` if given), ``dvc repro`` (which re-hashes ``data/raw`` and
+  updates ``data/raw.dvc``), ``dvc push``, commit; returns the new metrics.
+- ``read_metrics(repo) -> dict`` (strings included), ``numeric_metrics(metrics) -> dict[str, float]``
+  (only the numbers, e.g. for ``mlflow.log_metrics``), ``read_lock(repo) -> dict``, ``read_params(repo)``.
 
 ``stream=None`` means ``CreditStream(seed=2024, rows_per_month=2000)``. Importing this module puts the
 running interpreter's ``bin/`` first on PATH (:func:`use_this_python`), so ``dvc`` and the stages'
@@ -34,49 +72,123 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from .chapter import book_root
 from .shell import sh
-from .simulator import CreditStream, FEATURES, month_label
+from .simulator import (EARLIEST_MONTH, FEATURES, KNOWN, TARGET, CreditStream, month_label, month_start,
+                        newest_complete_month, snapshot)
 
+LABELS = tuple(KNOWN)          # ("default", "early_delinquency")
 DEFAULT_PARAMS = {
-    "prepare": {"window_months": 0, "test_size": 0.25, "seed": 2024},
+    "prepare": {"as_of": None, "label": TARGET, "window_months": 3},
     "featurize": {"log_scale": ["income", "loan_amount"], "drop": []},
     "train": {"C": 1.0, "class_weight": None, "max_iter": 1000},
     "evaluate": {"threshold": 0.5, "cost_missed_default": 5.0, "cost_declined_payer": 1.0},
 }
 STAGES = ("prepare", "featurize", "train", "evaluate")
+LOCK_FILE = "requirements.txt"   # the environment, a dependency of the train stage (path inside the project)
 
 PREPARE = '''\
-"""prepare: pick the months to learn from and split them into a training and a test set."""
+"""prepare: on the clock, split by time: train on complete months, choose on the next, report on the newest.
+
+A month is complete for a label on prepare.as_of when every loan applied for in it has that label known:
+"default" (within 12 months on book) is known on the default or 12 months after the application, so month
+m is complete from the first day of month m + 13; "early_delinquency" (30+ days past due within 3 months on
+book) is known 3 + 1 months after the application (one month of reporting lag): complete from month m + 5.
+
+- test: the newest complete month (out of time: only for the report);
+- validation: the month before it (for choices: threshold, experiments);
+- train: the window_months complete months before that (0: every complete month in data/raw).
+Rows without a label (declined applicants) are dropped: the lender never observes them.
+"""
 import sys
 
 import yaml
 
+LAG_MONTHS = {"default": 12, "early_delinquency": 4}
+KNOWN = {"default": "default_known", "early_delinquency": "early_delinquency_known"}
+FEATURES = ["age", "income", "employment_years", "loan_amount", "loan_term", "debt_to_income",
+            "credit_score", "open_accounts", "delinquencies_2y", "home_ownership", "purpose"]
+
 # Check the parameters before the slow imports: a bad value fails in a tenth of a second.
 params = yaml.safe_load(open("params.yaml"))["prepare"]
-window, test_size = params.get("window_months"), params.get("test_size")
+extra = set(params) - {"as_of", "label", "window_months"}
+if extra:
+    sys.exit(f"params.yaml: prepare has unknown key(s) {sorted(extra)}; it takes as_of, label, window_months")
+label, window = params.get("label"), params.get("window_months")
+if label not in LAG_MONTHS:
+    sys.exit(f"params.yaml: prepare.label must be one of {list(LAG_MONTHS)}, got {label!r}")
 if isinstance(window, bool) or not isinstance(window, int) or window < 0:
     sys.exit(f"params.yaml: prepare.window_months must be a whole number >= 0, got {window!r}")
-if isinstance(test_size, bool) or not isinstance(test_size, float) or not 0 < test_size < 1:
-    sys.exit(f"params.yaml: prepare.test_size must be a number between 0 and 1, got {test_size!r}")
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
-files = sorted(Path("data/raw").glob("*.csv"))[-window:] if window else sorted(Path("data/raw").glob("*.csv"))
-data = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-# A stratified split: the same share of defaulters in both sets.
-test = data.groupby("default").sample(frac=test_size, random_state=params["seed"]).sort_index()
-train = data.drop(test.index)
+try:
+    as_of = pd.Timestamp(str(params.get("as_of")))
+except ValueError:
+    as_of = pd.NaT
+if pd.isna(as_of):
+    sys.exit(f"params.yaml: prepare.as_of must be a date such as '2024-04-01' (the day of training: only "
+             f"labels known by then are used), got {params.get('as_of')!r}")
+
+files = {pd.Period(f.stem, freq="M"): f for f in sorted(Path("data/raw").glob("*.csv"))}
+lag = pd.DateOffset(months=LAG_MONTHS[label])
+test_month = as_of.to_period("M") - LAG_MONTHS[label]
+while test_month.end_time.normalize() + lag > as_of:     # the newest month whose every label is known
+    test_month -= 1
+validation_month = test_month - 1
+if window:
+    train_months = [validation_month - k for k in range(window, 0, -1)]
+else:
+    train_months = [m for m in sorted(files) if m < validation_month]
+wanted = train_months + [validation_month, test_month]
+missing = [str(m) for m in wanted if m not in files]
+if missing or not train_months:
+    sys.exit(f"prepare: on {as_of.date()} the newest month with every {label!r} label known is {test_month}; "
+             f"training on {window or 'every'} month(s) before {validation_month} (validation) needs "
+             f"data/raw/<month>.csv for {', '.join(missing) or 'at least one month'}, which data/raw lacks.")
+
+
+def labelled(month):
+    """The month's rows with a known label; refuse labels from after as_of, and files older than as_of."""
+    data = pd.read_csv(files[month], parse_dates=["application_date", KNOWN[label]])
+    known = data[KNOWN[label]]
+    late = known > as_of
+    if late.any():
+        sys.exit(f"prepare: {int(late.sum())} {label!r} label(s) of {month} are known only after "
+                 f"prepare.as_of {as_of.date()} (the latest on {known.max().date()}): labels from the future. "
+                 f"Refusing to use them.")
+    stale = data["approved"].astype(bool) & data[label].isna()
+    if stale.any():
+        sys.exit(f"prepare: {int(stale.sum())} approved loan(s) of {month} have no {label!r} in data/raw, but "
+                 f"every one is known by {as_of.date()}: data/raw was exported before prepare.as_of. Refresh "
+                 f"the snapshots (retrain) or choose an earlier as_of.")
+    rows = data[data[label].notna()]                  # declined applicants: never observed
+    return pd.DataFrame({"application_id": rows["application_id"], "month": str(month), **rows[FEATURES],
+                         "label": rows[label].astype(int), "label_known": rows[KNOWN[label]].dt.date})
+
+
+sets = {"train": pd.concat([labelled(m) for m in train_months], ignore_index=True),
+        "validation": labelled(validation_month), "test": labelled(test_month)}
 Path("data/prepared").mkdir(parents=True, exist_ok=True)
-train.to_csv("data/prepared/train.csv", index=False)
-test.to_csv("data/prepared/test.csv", index=False)
-print(f"prepare: {len(files)} months, {len(train)} training and {len(test)} test rows")
+for name, rows in sets.items():
+    rows.to_csv(f"data/prepared/{name}.csv", index=False)
+split = {"as_of": str(as_of.date()), "label": label, "train_months": f"{train_months[0]}..{train_months[-1]}",
+         "validation_month": str(validation_month), "test_month": str(test_month),
+         "train_rows": len(sets["train"])}
+Path("data/prepared/split.json").write_text(json.dumps(split, indent=2) + "\\n")
+print(f"prepare: as of {as_of.date()}, label {label!r}: train on {split['train_months']} "
+      f"({len(sets['train'])} rows), validate on {validation_month} ({len(sets['validation'])}), "
+      f"test on {test_month} ({len(sets['test'])})")
 '''
 
 FEATURIZE = '''\
@@ -113,7 +225,7 @@ features = ColumnTransformer([
 ])
 train = pd.read_csv("data/prepared/train.csv")
 X = pd.DataFrame(features.fit_transform(train), columns=features.get_feature_names_out())
-X["default"] = train["default"]
+X["label"] = train["label"]
 Path("features").mkdir(exist_ok=True)
 X.round(6).to_csv("features/train.csv", index=False)
 joblib.dump(features, "features/transformer.joblib")
@@ -142,18 +254,19 @@ from sklearn.pipeline import Pipeline
 
 train = pd.read_csv("features/train.csv")
 classifier = LogisticRegression(C=C, class_weight=class_weight, max_iter=params.get("max_iter", 1000))
-classifier.fit(train.drop(columns="default").to_numpy(), train["default"])
+classifier.fit(train.drop(columns="label").to_numpy(), train["label"])
 model = Pipeline([("features", joblib.load("features/transformer.joblib")), ("classifier", classifier)])
 Path("models").mkdir(exist_ok=True)
 joblib.dump(model, "models/model.joblib")
-print(f"train: logistic regression, C={C}, class_weight={class_weight}")
+print(f"train: logistic regression, C={C}, class_weight={class_weight}, {len(train)} rows")
 '''
 
 EVALUATE = '''\
-"""evaluate: score the model on the test set; write metrics.json and the ROC curve.
+"""evaluate: score the model on the validation month (for choices) and the test month (the report).
 
-cost_per_application weighs the two mistakes: a missed default loses much of the loan, a declined good
-payer loses only the interest the lender would have earned.
+cost_per_application weighs the two mistakes: a missed positive (a default the model approved) loses much
+of the loan, a declined good payer loses only the interest the lender would have earned. metrics.json holds
+the test month's scores, the validation month's as validation_*, and the clock (from prepare's split.json).
 """
 import sys
 
@@ -174,30 +287,42 @@ import joblib
 import pandas as pd
 from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score, roc_curve
 
-test = pd.read_csv("data/prepared/test.csv")
-y = test["default"]
-p = joblib.load("models/model.joblib").predict_proba(test)[:, 1]
-decline = p >= threshold
-missed, declined_payers = ((y == 1) & ~decline).sum(), ((y == 0) & decline).sum()
-cost = (params["cost_missed_default"] * missed + params["cost_declined_payer"] * declined_payers) / len(y)
-metrics = {"roc_auc": roc_auc_score(y, p), "accuracy": accuracy_score(y, decline),
-           "precision": precision_score(y, decline, zero_division=0), "recall": recall_score(y, decline),
-           "cost_per_application": cost}
-metrics = {name: round(float(value), 6) for name, value in metrics.items()} | {"test_rows": len(test)}
+model = joblib.load("models/model.joblib")
+
+
+def scores(rows):
+    y, p = rows["label"], model.predict_proba(rows)[:, 1]
+    decline = p >= threshold
+    missed, declined_payers = ((y == 1) & ~decline).sum(), ((y == 0) & decline).sum()
+    cost = (params["cost_missed_default"] * missed + params["cost_declined_payer"] * declined_payers) / len(y)
+    return p, {"roc_auc": roc_auc_score(y, p), "accuracy": accuracy_score(y, decline),
+               "precision": precision_score(y, decline, zero_division=0), "recall": recall_score(y, decline),
+               "cost_per_application": cost}
+
+
+validation, test = pd.read_csv("data/prepared/validation.csv"), pd.read_csv("data/prepared/test.csv")
+_, chosen_on = scores(validation)
+p, reported = scores(test)
+metrics = {name: round(float(value), 6) for name, value in reported.items()} | {"test_rows": len(test)}
+metrics |= {f"validation_{name}": round(float(chosen_on[name]), 6) for name in ("roc_auc", "cost_per_application")}
+metrics |= {"validation_rows": len(validation)} | json.loads(Path("data/prepared/split.json").read_text())
 Path("metrics.json").write_text(json.dumps(metrics, indent=2) + "\\n")
-fpr, tpr, _ = roc_curve(y, p)
+fpr, tpr, _ = roc_curve(test["label"], p)
 Path("plots").mkdir(exist_ok=True)
 pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(4).to_csv("plots/roc.csv", index=False)
-print(f"evaluate: AUC {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f}, cost {cost:.3f}")
+print(f"evaluate: test month {metrics['test_month']}: AUC {metrics['roc_auc']:.3f}, cost "
+      f"{metrics['cost_per_application']:.3f}; validation month {metrics['validation_month']}: cost "
+      f"{metrics['validation_cost_per_application']:.3f}")
 '''
 
-DVC_YAML = '''\
+DVC_YAML = f'''\
 stages:
   prepare:
     cmd: python src/prepare.py
     deps: [src/prepare.py, data/raw]
     params: [prepare]
-    outs: [data/prepared/train.csv, data/prepared/test.csv]
+    outs: [data/prepared/train.csv, data/prepared/validation.csv, data/prepared/test.csv,
+           data/prepared/split.json]
   featurize:
     cmd: python src/featurize.py
     deps: [src/featurize.py, data/prepared/train.csv]
@@ -205,12 +330,13 @@ stages:
     outs: [features]
   train:
     cmd: python src/train.py
-    deps: [src/train.py, features]
+    deps: [src/train.py, features, {LOCK_FILE}]
     params: [train]
     outs: [models/model.joblib]
   evaluate:
     cmd: python src/evaluate.py
-    deps: [src/evaluate.py, models/model.joblib, data/prepared/test.csv]
+    deps: [src/evaluate.py, models/model.joblib, data/prepared/validation.csv, data/prepared/test.csv,
+           data/prepared/split.json]
     params: [evaluate]
     metrics:
       - metrics.json:
@@ -252,10 +378,13 @@ def remote_path(repo: str | Path) -> Path:
     return repo.parent / "dvc-remote" / repo.name
 
 
-def commit(repo: str | Path, message: str) -> None:
-    """Stage everything in the repo (DVC has git-ignored what it tracks) and commit."""
+def commit(repo: str | Path, message: str) -> bool:
+    """Stage everything in the repo (DVC has git-ignored what it tracks) and commit; False if nothing changed."""
     _run("git add -A", repo)
+    if not _run("git status --porcelain", repo).strip():
+        return False
     _run(["git", "commit", "-q", "-m", message], repo)
+    return True
 
 
 def init_repo(path: str | Path) -> Path:
@@ -276,26 +405,75 @@ def init_repo(path: str | Path) -> Path:
     return repo
 
 
-def _write_month(repo: Path, stream: CreditStream, month: int) -> Path:
-    target = repo / "data" / "raw" / f"{month_label(month)}.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stream.month(month).to_csv(target, index=False)
-    return target
+def _date(as_of) -> pd.Timestamp:
+    if as_of is None:
+        raise TypeError("as_of is required: the date of the warehouse export, e.g. '2024-04-01'")
+    try:
+        stamp = pd.Timestamp(as_of)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"as_of must be a date such as '2024-04-01', got {as_of!r}") from error
+    if stamp != stamp.normalize():
+        raise ValueError(f"as_of must be a day (no time of day), got {as_of!r}")
+    return stamp
 
 
-def add_months(repo: str | Path, stream: CreditStream, months) -> list[Path]:
-    """Write each month's batch to data/raw/<YYYY-MM>.csv, ``dvc add data/raw``, one commit."""
-    repo = Path(repo).resolve()
-    paths = [_write_month(repo, stream, int(m)) for m in months]
-    _run("dvc add -q data/raw", repo)
-    names = ", ".join(p.stem for p in paths)
-    commit(repo, f"Add data for {names}")
+def _iso(as_of) -> str:
+    return str(_date(as_of).date())
+
+
+def newest_month(as_of) -> int:
+    """The newest month with any application by ``as_of``: the month ``as_of`` falls in."""
+    stamp = _date(as_of)
+    return (stamp.to_period("M") - month_start(0).to_period("M")).n
+
+
+def default_months(as_of, label: str = TARGET, window_months: int = 3) -> range:
+    """What ``months=None`` means: every month from the first training month to the month of ``as_of``.
+
+    The first training month is ``window_months`` + 1 months before the newest month whose every ``label``
+    is known on ``as_of`` (training months, then a validation month, then that test month); the files after
+    the test month hold loans still maturing, as the lender's warehouse does. ``window_months=0`` (train on
+    every complete month) is given three training months here.
+    """
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {list(LABELS)}, got {label!r}")
+    first = newest_complete_month(_date(as_of), label) - (window_months or 3) - 1
+    return range(max(first, EARLIEST_MONTH), newest_month(as_of) + 1)
+
+
+def _month_path(repo: Path, month: int) -> Path:
+    return repo / "data" / "raw" / f"{month_label(month)}.csv"
+
+
+def write_months(repo: str | Path, stream: CreditStream, months, *, as_of) -> list[Path]:
+    """Write each month's warehouse export on ``as_of`` (``snapshot(stream.month(m), as_of)``) to
+    ``data/raw/<YYYY-MM>.csv``. Refuses a month with no application by ``as_of`` (it would be empty)."""
+    repo, stamp = Path(repo).resolve(), _date(as_of)
+    paths = []
+    for month in months:
+        if month_start(int(month)) > stamp:
+            raise ValueError(f"no application of {month_label(int(month))} is known on {stamp.date()}: "
+                             f"its first day is after as_of")
+        target = _month_path(repo, int(month))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        snapshot(stream.month(int(month)), stamp).to_csv(target, index=False)
+        paths.append(target)
     return paths
 
 
-def add_month(repo: str | Path, stream: CreditStream, month: int) -> Path:
-    """Add one month's batch as a new data version (a commit changing data/raw.dvc); returns its CSV."""
-    return add_months(repo, stream, [month])[0]
+def add_months(repo: str | Path, stream: CreditStream, months, *, as_of) -> list[Path]:
+    """Write each month's snapshot on ``as_of`` to data/raw/<YYYY-MM>.csv, ``dvc add data/raw``, one commit."""
+    repo = Path(repo).resolve()
+    paths = write_months(repo, stream, months, as_of=as_of)
+    _run("dvc add -q data/raw", repo)
+    names = ", ".join(p.stem for p in paths) if len(paths) <= 3 else f"{paths[0].stem}..{paths[-1].stem}"
+    commit(repo, f"Add data for {names} (as of {_iso(as_of)})")
+    return paths
+
+
+def add_month(repo: str | Path, stream: CreditStream, month: int, *, as_of) -> Path:
+    """Add one month's snapshot as a new data version (a commit changing data/raw.dvc); returns its CSV."""
+    return add_months(repo, stream, [month], as_of=as_of)[0]
 
 
 def merge_params(params: dict | None = None) -> dict:
@@ -303,22 +481,40 @@ def merge_params(params: dict | None = None) -> dict:
     merged = {stage: dict(values) for stage, values in DEFAULT_PARAMS.items()}
     for stage, values in (params or {}).items():
         merged.setdefault(stage, {}).update(values)
+    if merged["prepare"].get("as_of") is not None:
+        merged["prepare"]["as_of"] = _iso(merged["prepare"]["as_of"])
     return merged
 
 
+def lock_file_source() -> Path:
+    """The book's pinned lock file: ``requirements.txt`` beside the package, else under the book's root."""
+    for folder in (Path(__file__).resolve().parent.parent, book_root()):
+        if (folder / LOCK_FILE).is_file():
+            return folder / LOCK_FILE
+    raise FileNotFoundError(f"the book's {LOCK_FILE} was found neither beside the mlops_lab package nor under "
+                            f"the book's root ({book_root()}); set MLOPS_LAB_ROOT to the book's folder")
+
+
 def write_pipeline(repo: str | Path, params: dict | None = None) -> Path:
-    """Write the stage scripts into src/, plus params.yaml and dvc.yaml (the pipeline as code)."""
+    """Write the stage scripts into src/, params.yaml, dvc.yaml and the environment's lock file."""
     repo = Path(repo).resolve()
-    (repo / "src").mkdir(exist_ok=True)
+    (repo / "src").mkdir(parents=True, exist_ok=True)
     for stage, text in SCRIPTS.items():
         (repo / "src" / f"{stage}.py").write_text(text)
     (repo / "params.yaml").write_text(yaml.safe_dump(merge_params(params), sort_keys=False))
     (repo / "dvc.yaml").write_text(DVC_YAML)
+    shutil.copyfile(lock_file_source(), repo / LOCK_FILE)
     return repo
 
 
 def read_metrics(repo: str | Path) -> dict:
+    """metrics.json: the test month's scores, ``validation_*`` scores, and the clock (as_of, label, months)."""
     return json.loads((Path(repo) / "metrics.json").read_text())
+
+
+def numeric_metrics(metrics: dict) -> dict[str, float]:
+    """Only the numbers of ``metrics`` (e.g. for ``mlflow.log_metrics``), as floats."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def read_lock(repo: str | Path) -> dict:
@@ -326,27 +522,60 @@ def read_lock(repo: str | Path) -> dict:
     return yaml.safe_load((Path(repo) / "dvc.lock").read_text())
 
 
-def build_credit_project(path: str | Path, stream: CreditStream | None = None, months=(0, 1, 2),
+def read_params(repo: str | Path) -> dict:
+    return yaml.safe_load((Path(repo) / "params.yaml").read_text())
+
+
+def build_credit_project(path: str | Path, stream: CreditStream | None = None, *, as_of, months=None,
                          params: dict | None = None, tag: str | None = "v1.0") -> Path:
-    """A complete, pushed, tagged credit project: data versions, pipeline, model, metrics."""
+    """A complete, pushed, tagged credit project as of ``as_of``: data versions, pipeline, model, metrics."""
     stream = stream or CreditStream(seed=2024, rows_per_month=2000)
+    iso = _iso(as_of)
+    given = (params or {}).get("prepare", {}).get("as_of")
+    if given is not None and _iso(given) != iso:
+        raise ValueError(f"params prepare.as_of {given!r} differs from as_of {iso!r}: the data is exported on "
+                         f"as_of, and prepare.as_of is set to it")
+    params = merge_params({**(params or {}), "prepare": {**(params or {}).get("prepare", {}), "as_of": iso}})
+    if months is None:
+        months = default_months(iso, params["prepare"]["label"], params["prepare"]["window_months"])
+    months = [int(m) for m in months]
     repo = init_repo(path)
-    add_months(repo, stream, months)
+    add_months(repo, stream, months, as_of=iso)
     write_pipeline(repo, params)
     _run("dvc repro -q", repo)
     _run("dvc push -q", repo)
-    commit(repo, f"Pipeline: train on {month_label(min(months))} to {month_label(max(months))}")
+    commit(repo, f"Pipeline as of {iso}: data {month_label(min(months))} to {month_label(max(months))}")
     if tag:
         _run(["git", "tag", tag], repo)
     return repo
 
 
-def retrain(repo: str | Path, stream: CreditStream, month: int, message: str | None = None) -> dict:
-    """Add ``month`` as a new data version, rerun the stages it changes, commit, push; the new metrics."""
+def retrain(repo: str | Path, stream: CreditStream, *, as_of, label: str | None = None,
+            message: str | None = None) -> dict:
+    """Advance the project's clock to ``as_of``, rerun what changed, commit, push; the new metrics.
+
+    Every raw month is rewritten as the warehouse holds it on ``as_of`` (outcomes that arrived since change
+    a month's labels), the months applied for by ``as_of`` that are missing are added (from the first month
+    of :func:`default_months` for the label, if the project does not reach back that far), ``prepare.as_of``
+    is set (and ``prepare.label`` if given). Refuses to move the clock back.
+    """
     repo = Path(repo).resolve()
-    _write_month(repo, stream, int(month))
-    _run("dvc add -q data/raw", repo)
-    _run("dvc repro -q", repo)
+    iso = _iso(as_of)
+    params = read_params(repo)
+    current = params["prepare"].get("as_of")
+    if current is not None and _date(iso) < _date(current):
+        raise ValueError(f"retrain moves the clock forward: the project is as of {_iso(current)}, got {iso}")
+    if label is not None and label not in LABELS:
+        raise ValueError(f"label must be one of {list(LABELS)}, got {label!r}")
+    params["prepare"]["as_of"] = iso
+    if label is not None:
+        params["prepare"]["label"] = label
+    existing = [(pd.Period(p.stem, freq="M") - month_start(0).to_period("M")).n
+                for p in (repo / "data" / "raw").glob("*.csv")]
+    window = default_months(iso, params["prepare"]["label"], params["prepare"].get("window_months", 3))
+    write_months(repo, stream, range(min(existing + [window.start]), window.stop), as_of=iso)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run("dvc repro -q", repo)   # it re-hashes data/raw (a data source) first and updates data/raw.dvc
     _run("dvc push -q", repo)
-    commit(repo, message or f"Retrain with data up to {month_label(month)}")
+    commit(repo, message or f"Retrain as of {iso} ({params['prepare']['label']})")
     return read_metrics(repo)

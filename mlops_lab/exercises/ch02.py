@@ -87,7 +87,57 @@ def check_new_cache_objects(answer, repo: Path) -> None:
     if not_attempted(answer):
         return verdict("ex-02-4", None, "replace the ... with a whole number.")
     check_number("ex-02-4", answer, new_cache_objects(repo),
-                 why="one object for the new month's file and one for the new .dir listing; the files of earlier "
-                     "months are already in the cache under the same hash, so they are stored once.",
+                 why="one object for each file whose bytes no earlier version had (the month that just ended, and "
+                     "every month whose outcomes changed), and one for the new .dir listing; files that did not "
+                     "change (complete months, months too young for any outcome) are already in the cache under "
+                     "the same hash, so they are stored once.",
                  hint="compare the .dir listings of data-v3 and data-v4: which MD5s are new? And is the listing "
                       "itself an object?")
+
+
+def labels_arrived(repo: Path, path: str, old: str, new: str) -> set[int]:
+    """Application ids whose ``default`` is missing in ``path`` at ``old`` and present at ``new`` (via dvc.api)."""
+    import dvc.api
+    import pandas as pd
+
+    def read(rev):
+        with dvc.api.open(path, repo=str(repo), rev=rev) as f:
+            return pd.read_csv(f).set_index("application_id")["default"]
+
+    before, after = read(old), read(new)
+    before = before.reindex(after.index)
+    return {int(i) for i in after.index[before.isna() & after.notna()]}
+
+
+# (file, old, new): a month that matures between the versions, one that gains only its early defaults, and a
+# complete month that never changes again (the answer is an empty set).
+ARRIVAL_CASES = [("data/raw/2023-04.csv", "data-v1", "data-v4"), ("data/raw/2023-09.csv", "data-v2", "data-v3"),
+                 ("data/raw/2023-01.csv", "data-v1", "data-v4")]
+
+
+def check_labels_arrived(function, repo: Path, cases=ARRIVAL_CASES) -> None:
+    if not_attempted(function):
+        return verdict("ex-02-5", None, "replace the ... with your function labels_arrived(repo, path, old, new).")
+    if not callable(function):
+        return verdict("ex-02-5", False, f"expected a function, got {type(function).__name__}.",
+                       "define it with def labels_arrived(repo, path, old, new): ... and pass the function itself.")
+    for path, old, new in cases:
+        expected = labels_arrived(repo, path, old, new)
+        try:
+            given = function(repo, path, old, new)
+        except Exception as error:  # the student's code: report it, never crash the check
+            return verdict("ex-02-5", False, f"labels_arrived(repo, {path!r}, {old!r}, {new!r}) raised "
+                                             f"{type(error).__name__}: {error}",
+                           "read each revision with dvc.api.open(path, repo=str(repo), rev=rev) and pandas.")
+        try:
+            given = {int(i) for i in given}
+        except (TypeError, ValueError):
+            return verdict("ex-02-5", False, f"expected a set of application ids, got {type(given).__name__}.")
+        if given != expected:
+            extra, missing = len(given - expected), len(expected - given)
+            return verdict("ex-02-5", False, f"for {path} from {old} to {new}: {len(expected)} outcomes arrived; "
+                                             f"yours has {extra} id(s) too many and misses {missing}.",
+                           "an outcome arrived if default is empty (NaN) in the old version and filled in the new "
+                           "one; declined applicants stay empty in both.")
+    return verdict("ex-02-5", True, f"your function agrees on {len(cases)} cases, including a complete month where "
+                                    "nothing arrives: every label it finds was unknown in the old export.")

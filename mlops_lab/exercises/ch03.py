@@ -1,6 +1,7 @@
 """Checks for chapter 03: pipelines as code. Expected answers come from the student's own repository."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -11,7 +12,7 @@ CHANGES = {
     "train.C": "train",
     "featurize.log_scale": "featurize",
     "evaluate.threshold": "evaluate",
-    "a new month in data/raw": "prepare",
+    "prepare.label": "prepare",
 }
 
 
@@ -70,12 +71,83 @@ def check_cost_saving(answer, repo: Path) -> None:
                       "two cost_per_application values (or read `dvc metrics diff v1.0 HEAD`).")
 
 
-def check_bad_test_size(answer) -> None:
+def check_clock_ahead(answer) -> None:
     expected = {"failed_stage": "prepare", "model_still_in_workspace": True, "prepared_train_in_workspace": False}
-    why = {"failed_stage": "prepare reads prepare.test_size and exits with a message naming it; DVC stops there.",
+    why = {"failed_stage": "prepare finds approved loans of a month complete on the new as_of without their label "
+                           "(the export is older than as_of) and exits with a message saying so; DVC stops there.",
            "model_still_in_workspace": "DVC only removes the outputs of the stage it is about to run; train never ran.",
            "prepared_train_in_workspace": "DVC removed prepare's outputs before running it; they are still in the "
                                           "cache, and `dvc checkout` brings them back."}
     check_mapping("ex-03-3", answer, expected, why=why,
                   hint="run it, then look: `ls models data/prepared`; DVC deletes a stage's outputs just before it "
                        "runs the stage's command.")
+
+
+def approval_rate(repo: Path) -> float:
+    """The share of the test month's applicants (from data/raw) the committed model approves at the threshold."""
+    import json
+
+    import joblib
+    import pandas as pd
+
+    repo = Path(repo)
+    threshold = yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]["threshold"]
+    month = json.loads((repo / "data" / "prepared" / "split.json").read_text())["test_month"]
+    applicants = pd.read_csv(repo / "data" / "raw" / f"{month}.csv")
+    p = joblib.load(repo / "models" / "model.joblib").predict_proba(applicants)[:, 1]
+    return float((p < threshold).mean())
+
+
+def _names(entries) -> set[str]:
+    """Paths or parameter names of a dvc.yaml list: plain strings, ``{path: options}`` or ``{file: [names]}``."""
+    names = set()
+    for entry in entries or []:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                names |= {str(v) for v in value} if isinstance(value, list) else {str(key)}
+        else:
+            names.add(str(entry))
+    return names
+
+
+def check_approval_stage(repo: Path) -> None:
+    repo = Path(repo)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    if "approval" not in stages:
+        return verdict("ex-03-4", None, "dvc.yaml has no stage named 'approval' yet: add it (dvc stage add -n "
+                                        "approval ...) and run dvc repro.")
+    spec = stages["approval"]
+    deps, params = _names(spec.get("deps")), _names(spec.get("params"))
+    metrics = spec.get("metrics") or []
+    metric = [m for m in metrics if (next(iter(m)) if isinstance(m, dict) else m) == "approval.json"]
+    problems = []
+    if "models/model.joblib" not in deps:
+        problems.append("the stage reads the model, so models/model.joblib must be a dependency")
+    if not any(d == "data/raw" or d.startswith("data/raw/") for d in deps):
+        problems.append("the stage reads the test month's applicants from data/raw: declare it as a dependency")
+    if not params & {"evaluate.threshold", "evaluate"}:
+        problems.append("the stage reads evaluate.threshold: declare it under params")
+    if not metric or not (isinstance(metric[0], dict) and metric[0]["approval.json"].get("cache") is False):
+        problems.append("approval.json must be a metric that git keeps (metrics: - approval.json: {cache: false}, "
+                        "which `dvc stage add -M approval.json` writes)")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text()) if (repo / "dvc.lock").exists() else {}
+    if "approval" not in (lock or {}).get("stages", {}):
+        problems.append("dvc.lock has no entry for approval: run `dvc repro` (or `dvc repro approval`)")
+    if problems:
+        return verdict("ex-03-4", False, "; ".join(problems) + ".",
+                       "dvc stage add -n approval -d src/approval.py -d models/model.joblib -d data/raw "
+                       "-p evaluate.threshold -M approval.json python src/approval.py")
+    try:
+        given = json.loads((repo / "approval.json").read_text())["approval_rate"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return verdict("ex-03-4", False, f"approval.json should hold {{\"approval_rate\": ...}}; reading it failed: "
+                                         f"{type(error).__name__}: {error}")
+    expected = approval_rate(repo)
+    if not isinstance(given, (int, float)) or abs(given - expected) > 1e-6:
+        return verdict("ex-03-4", False, f"approval_rate is {given!r}; the model approves {expected:.6f} of the "
+                                         "test month's applicants at the threshold.",
+                       "read every applicant of data/raw/<test month>.csv (declined ones too), score them with the "
+                       "model, and count p < threshold (a decline is p >= threshold).")
+    return verdict("ex-03-4", True, f"the stage declares what it reads, and the model approves {expected:.1%} of the "
+                                    "test month's applicants: DVC will rerun it whenever the model, the data or the "
+                                    "threshold changes, and `dvc metrics show` lists it beside the others.")
