@@ -14,6 +14,8 @@
   :func:`mlops_lab.router.assignment_bucket`), recomputed for the analysis; :func:`srm_check` is the
   sample-ratio-mismatch check: a chi-square test of the arms' counts against the planned split, run before
   any metric is read (a mismatch means the assignment or the logging is broken, and no metric can be trusted).
+- :func:`ab_readout` is the A/B test's table on a date: per arm, applicants, approvals and the outcome
+  rate among loans, counting only the labels known on that date (the book's clock).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from .router import assignment_bucket
+from .simulator import APPROVED, EARLY_LABEL, known_as_of
 
 PASS_SCORE, MARGINAL_SCORE = 95.0, 75.0
 # The SRM check runs on every experiment and a false alarm stops one, so it uses a strict level, as
@@ -194,3 +197,21 @@ def srm_check(counts: Mapping[str, int], planned: Mapping[str, float], alpha: fl
     chi2, p_value = stats.chisquare(observed, expected)
     return {"chi2": float(chi2), "p_value": float(p_value), "observed": dict(zip(arms, observed.tolist())),
             "expected": dict(zip(arms, expected.tolist())), "mismatch": bool(p_value < alpha), "alpha": alpha}
+
+
+def ab_readout(experiment: pd.DataFrame, *, as_of, label: str = EARLY_LABEL, arm: str = "arm") -> pd.DataFrame:
+    """The A/B test as the lender can read it on ``as_of``: one row per arm.
+
+    ``experiment`` is one row per applicant with its ``arm`` and the lender's decision (the output of
+    :func:`mlops_lab.simulator.lend` with an arm column). Approval rates are known at decision time; the
+    outcome ``label`` counts only loans whose label is known on ``as_of`` (declined applicants never have
+    one), so ``complete`` is False until every loan of the arm has its label.
+    """
+    known = known_as_of(experiment, as_of, label)
+    table = experiment.groupby(arm, observed=True).agg(applicants=(APPROVED, "size"), approved=(APPROVED, "sum"))
+    table["approval_rate"] = table["approved"] / table["applicants"]
+    table["labelled"] = known[arm].value_counts().reindex(table.index, fill_value=0)
+    table["bad"] = known.groupby(arm, observed=True)[label].sum().reindex(table.index, fill_value=0)
+    table["rate"] = table["bad"] / table["labelled"].where(table["labelled"] > 0)
+    table["complete"] = table["labelled"] == table["approved"]
+    return table.astype({"approved": int, "labelled": int, "bad": int})

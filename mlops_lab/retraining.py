@@ -1,17 +1,25 @@
-"""Retraining triggered by drift: the pieces of the closed loop, and a fast simulation of a year of it.
+"""Retraining on the book's clock: the pieces of the closed loop, and a fast simulation of a year of it.
 
-The loop (chapter 12) is: monitor -> alarm -> retrain through the DVC pipeline -> validation gate against the
-champion -> canary through the router -> promote or roll back. This module holds what is plumbing in it:
+The loop (chapter 12) is: monitor -> alarm -> retrain through the DVC pipeline on the newest months whose
+labels have arrived -> canary through the router -> validation gate against the champion on a holdout
+labelled on the day of the gate -> the ``champion`` alias moves (or the router rolls back). This module holds
+what is plumbing in it:
 
 - :func:`validate_batch` checks a batch against the data contract (:data:`SCHEMA`: columns, types, ranges,
-  categories, missing values) and :func:`quarantine` moves a batch that fails it aside, with a Markdown
-  report, so it never reaches training; nothing else changes (the champion keeps serving).
+  categories, missing values; a label may be unknown, ``<NA>``, as in a warehouse snapshot, but a known one
+  must be 0 or 1, on an approved loan, with its known date) and :func:`quarantine` moves a batch that fails
+  it aside, with a Markdown report, so it never reaches training; nothing else changes (the champion keeps
+  serving).
 - :class:`RetrainGuard` makes sure one alarm storm starts one retrain: while a retrain runs the trigger is
   disabled (the AWS sample for drift-triggered retraining disables its EventBridge rule the same way) and
   every alarm meanwhile is counted as *suppressed*. It is a lock file created atomically, so two processes
   (two monitors, a scheduler) cannot both retrain.
-- :func:`simulate_year` runs three policies (never retrain, retrain on a schedule, retrain when a drift alarm
-  fires) over a year of weekly batches in-process, in a few seconds: the comparison the chapter plots.
+- :func:`simulate_year`, :func:`compare_policies` and :class:`SimulatedYear` serve a year of weekly
+  applications on real dates under four policies (never retrain, retrain on a schedule, retrain on an
+  input-drift alarm, retrain on a performance alarm fed by labels as they arrive), or any trigger function,
+  learning from the 12-month outcome or the early-delinquency label. Every model learns only from labels
+  known on the day it is trained (:func:`~mlops_lab.simulator.newest_complete_month`), every monitor only
+  from labels known on its day; the lags come from the data. In-process, in seconds.
 - :func:`canary_release` is the loop's deployment step: it points the router's green at the new model's
   server, starts the router's canary (chapter 10's state machine, watched by an error alarm) and drives
   traffic until the router has promoted green or rolled back. The chapter runs the live loop step by step
@@ -24,17 +32,18 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .drift import DriftDetector
-from .models import evaluate, train
-from .monitoring import AlarmRule
-from .simulator import CATEGORICAL, FEATURES, HOME, NUMERIC, PURPOSES, TARGET, CreditStream
+from .models import train
+from .monitoring import auc_with_se
+from .simulator import (APPROVED, CATEGORICAL, EARLIEST_MONTH, EARLY_LABEL, FEATURES, HOME, KNOWN, LABELS, NUMERIC,
+                        OUTCOME_MONTHS, PURPOSES, START, TARGET, CreditStream, check_known, month_label,
+                        newest_complete_month)
 
 # ---- the data contract ------------------------------------------------------------------------------------
 # column -> (allowed range (low, high) or allowed values, whether it must be a whole number)
@@ -43,8 +52,13 @@ SCHEMA: dict[str, tuple] = {
     "loan_amount": ((100, 1_000_000), False), "loan_term": ({36, 60}, True),
     "debt_to_income": ((0, 1.5), False), "credit_score": ((300, 850), True),
     "open_accounts": ((0, 100), True), "delinquencies_2y": ((0, 50), True),
-    "home_ownership": (set(HOME), False), "purpose": (set(PURPOSES), False), TARGET: ({0, 1}, True),
+    "home_ownership": (set(HOME), False), "purpose": (set(PURPOSES), False),
+    TARGET: ({0, 1}, True), EARLY_LABEL: ({0, 1}, True),
 }
+# On the book's clock a warehouse export (``snapshot(batch, as_of)``) holds a label only where the lender knows
+# it by then: ``<NA>`` (an empty cell in a CSV) is the normal state of a label, not a missing value. A label
+# that IS there must still be 0 or 1, belong to an approved loan, and come with the date it became known.
+LABEL_COLUMNS = tuple(LABELS)
 
 
 @dataclass
@@ -69,7 +83,13 @@ class ValidationReport:
 
 def validate_batch(batch: pd.DataFrame, name: str = "batch", schema: dict = SCHEMA,
                    require_label: bool = True) -> ValidationReport:
-    """Check ``batch`` against the data contract; every violation becomes a row of the report."""
+    """Check ``batch`` against the data contract; every violation becomes a row of the report.
+
+    Features must be present, typed, in range and never missing. Labels (:data:`LABEL_COLUMNS`) may be
+    unknown (``<NA>``: not known yet on the export's date, or a declined applicant, never observed); a known
+    label must be an allowed value, and, where the batch has the columns to tell, belong to an approved loan
+    and carry its known date. ``require_label=False`` checks a batch without label columns (scoring requests).
+    """
     problems = []
 
     def problem(check, column, mask_or_count, examples=()):
@@ -78,7 +98,7 @@ def validate_batch(batch: pd.DataFrame, name: str = "batch", schema: dict = SCHE
             problems.append({"check": check, "column": column, "rows": count,
                              "examples": ", ".join(map(str, list(examples)[:3]))})
 
-    expected = [c for c in schema if require_label or c != TARGET]
+    expected = [c for c in schema if require_label or c not in LABEL_COLUMNS]
     missing = [c for c in expected if c not in batch.columns]
     for column in missing:
         problem("schema: column missing", column, len(batch) or 1)
@@ -88,7 +108,10 @@ def validate_batch(batch: pd.DataFrame, name: str = "batch", schema: dict = SCHE
         values = batch[column]
         allowed, whole = schema[column]
         nan = values.isna().to_numpy()
-        problem("missing values", column, nan)
+        if column in LABEL_COLUMNS:
+            _check_known_labels(batch, column, ~nan, problem)
+        else:
+            problem("missing values", column, nan)
         present = values[~nan]
         if isinstance(allowed, set):
             as_text = present.astype(str) if column in CATEGORICAL else present
@@ -110,6 +133,18 @@ def validate_batch(batch: pd.DataFrame, name: str = "batch", schema: dict = SCHE
         if whole:
             problem("not a whole number", column, np.isfinite(numbers) & (numbers != np.round(numbers)))
     return ValidationReport(name, len(batch), pd.DataFrame(problems, columns=["check", "column", "rows", "examples"]))
+
+
+def _check_known_labels(batch: pd.DataFrame, column: str, known: np.ndarray, problem) -> None:
+    """A known label must belong to an approved loan and come with the date it became known."""
+    if APPROVED in batch.columns:
+        approved = batch[APPROVED].astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
+        declined_with_label = known & ~approved
+        problem("label on a declined application", column, declined_with_label,
+                batch.loc[declined_with_label, "application_id"] if "application_id" in batch else ())
+    known_column = KNOWN.get(column)
+    if known_column in batch.columns:
+        problem(f"label without {known_column}", column, known & batch[known_column].isna().to_numpy())
 
 
 def quarantine(path: str | Path, report: ValidationReport, folder: str | Path) -> Path:
@@ -170,84 +205,362 @@ class RetrainGuard:
         self.path.unlink(missing_ok=True)
 
 
-# ---- a simulated year -----------------------------------------------------------------------------------------
-POLICIES = ("none", "scheduled", "drift")
+# ---- a simulated year on the book's clock ------------------------------------------------------------------
+POLICIES = ("none", "scheduled", "drift", "performance")
+ALARM, OK, INSUFFICIENT = "ALARM", "OK", "INSUFFICIENT_DATA"
+
+
+@dataclass(frozen=True)
+class YearConfig:
+    """A simulated year of weekly decisions on the book's clock: every lag comes from the data.
+
+    On the Monday of each week the monitors look at what is known that day, a triggered retrain starts
+    (learning from the newest ``train_months`` application months whose every ``label`` is known that day:
+    :func:`~mlops_lab.simulator.newest_complete_month`), and the week's applications are scored by whichever
+    model serves. A retrain started on the Monday of week w serves from week w + ``deploy_weeks``.
+    """
+
+    start: str = "2024-01-01"     # the Monday of the first week served
+    weeks: int = 52
+    label: str = TARGET           # what a model learns from: TARGET (12-month default) or EARLY_LABEL
+    train_months: int = 3         # the newest 3 complete application months of that label
+    deploy_weeks: int = 2         # retrain, gate and canary take two weeks
+    every_weeks: int = 4          # the scheduled policy retrains every 4 weeks
+    evaluation_periods: int = 3   # both alarms are M of N: ALARM when 2 of the last 3 weekly checks breach
+    datapoints_to_alarm: int = 2
+    alpha: float = 0.05           # input drift: a feature drifted when its Holm-corrected test says so
+    correction: str = "holm"
+    monitor_label: str = EARLY_LABEL  # performance: AUC on this label, on the latest applications whose
+    monitor_weeks: int = 4            # every such label is in (4 weeks of them), breaches when it is more
+    z: float = 2.5                    # than z standard errors (of the difference) below the model's AUC on the
+                                      # loans it learned from: a one-sided 0.6 % chance per week in a stable world
+
+    def __post_init__(self):
+        for name in ("label", "monitor_label"):
+            if getattr(self, name) not in LABELS:
+                raise ValueError(f"YearConfig.{name} must be one of {list(LABELS)}, got {getattr(self, name)!r}")
+        if self.monitor_label == TARGET and self.label != TARGET:
+            raise ValueError("a model that learns from the early label cannot be baselined on the 12-month "
+                             "outcome of its own training months: they are not known yet (monitor EARLY_LABEL)")
+        for name in ("weeks", "train_months", "every_weeks", "monitor_weeks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"YearConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.deploy_weeks < 0 or not 1 <= self.datapoints_to_alarm <= self.evaluation_periods:
+            raise ValueError("need deploy_weeks >= 0 and 1 <= datapoints_to_alarm <= evaluation_periods")
+
+
+def alarm_state(breaches: list, datapoints_to_alarm: int, evaluation_periods: int) -> str:
+    """The state of an M-of-N alarm after the weekly checks in ``breaches`` (True, False, or None: no data).
+
+    The same rule as :class:`~mlops_lab.monitoring.AlarmRule` for data without gaps (the tests check they
+    agree), kept incremental here so a simulated year stays fast.
+    """
+    window = breaches[-evaluation_periods:]
+    seen = [b for b in window if b is not None]
+    if sum(seen) >= datapoints_to_alarm:
+        return ALARM
+    if len(window) < evaluation_periods or not seen:
+        return INSUFFICIENT
+    return OK
+
+
+def _month_of(date: pd.Timestamp) -> int:
+    return (pd.Timestamp(date).to_period("M") - START).n
+
+
+# A model is a function of its training rows, and a month's rows are a function of (seed, rows, month, the
+# drift's levels that month): two worlds that differ only after the training months (a downturn and a pure
+# concept drift that start the same month) train the same model on them. Kept across calls, bounded.
+_FITS: dict[tuple, object] = {}
+_FITS_MAX = 256
+_MONTHS: dict[tuple, pd.DataFrame] = {}
+_MONTHS_MAX = 48                  # about 1 MB a month of 3,000 rows
+
+
+def _world_key(stream: CreditStream, month: int) -> tuple:
+    return (stream.seed, stream.rows_per_month, int(month), tuple(sorted(stream.drift.levels(month).items())))
+
+
+def _months(stream: CreditStream, months: range) -> pd.DataFrame:
+    """``stream.months(months)``, reusing a month another world drew identically (before its drift starts)."""
+    frames = []
+    for m in months:
+        key = _world_key(stream, m)
+        frame = _MONTHS.pop(key, None)
+        if frame is None:
+            frame = stream.month(m)
+        _MONTHS[key] = frame                        # most recently used last: the oldest is evicted first
+        while len(_MONTHS) > _MONTHS_MAX:
+            _MONTHS.pop(next(iter(_MONTHS)))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fit(stream: CreditStream, months: range, learned: pd.DataFrame, as_of, label: str):
+    key = (label, *(_world_key(stream, m) for m in months))
+    model = _FITS.pop(key, None)
+    if model is None:
+        model = train(learned, as_of=as_of, label=label)
+    else:
+        check_known(learned, as_of, label)       # the same rows, and still no label from after as_of
+    _FITS[key] = model                           # most recently used last: the oldest is evicted first
+    while len(_FITS) > _FITS_MAX:
+        _FITS.pop(next(iter(_FITS)))
+    return model
 
 
 @dataclass
-class YearConfig:
-    """The simulated year: one simulator tick is a week here."""
+class _Model:
+    """One trained model of the simulated year and what its monitors need, computed once."""
 
-    weeks: int = 52
-    train_weeks: int = 4          # a model learns from the latest 4 labelled weeks
-    label_delay: int = 2          # outcomes (an early-default proxy) are known 2 weeks after the application
-    deploy_delay: int = 2         # retrain, gate and canary take two weeks: a model started in week w serves from w + 2
-    every: int = 4                # the scheduled policy retrains every 4 weeks
-    evaluation_periods: int = 3   # the drift alarm: ALARM when 2 of the last 3 weekly checks drift
-    datapoints_to_alarm: int = 2
-    alpha: float = 0.05
-    correction: str = "holm"
+    label: str
+    months: range                 # the application months it learned from
+    trained_as_of: pd.Timestamp
+    model: object
+    reference: slice              # every application of those months, declined ones too (rows of the history)
+    baseline: tuple               # its AUC on ``monitor_label`` over the loans of those months, and its SE
+    scores: np.ndarray            # P(default) for each row of the year's history
+    detector: DriftDetector | None = None   # fitted on the reference when an input monitor first needs it
 
 
-def simulate_year(stream: CreditStream, policy: str, config: YearConfig = YearConfig()) -> pd.DataFrame:
-    """Serve a year of weekly batches under ``policy``; one row per served week.
+def _design(frame: pd.DataFrame) -> dict:
+    """The features as arrays, once per history: numbers as a matrix, each category as (its names, codes)."""
+    categorical = {column: pd.Categorical(frame[column].astype(str)) for column in CATEGORICAL}
+    return {"numeric": frame[NUMERIC].to_numpy(dtype=float),
+            **{column: (np.asarray(c.categories), c.codes) for column, c in categorical.items()}}
 
-    ``none`` keeps the first model; ``scheduled`` retrains every ``config.every`` weeks; ``drift`` checks
-    each week's inputs against the serving model's training data (:class:`DriftDetector`, Holm-corrected
-    tests) and retrains when a CloudWatch-style M-of-N alarm on "any feature drifted" fires. In both
-    retraining policies a retrain started while another is pending is suppressed (the guard), and a new
-    model learns from the latest ``train_weeks`` weeks whose labels have arrived.
+
+def _score_all(pipeline, frame: pd.DataFrame, design: dict) -> np.ndarray:
+    """``pipeline.predict_proba(frame[FEATURES])[:, 1]``, computed from the fitted coefficients in one pass.
+
+    The credit model is a standard scaler and a one-hot encoder before a logistic regression, so its score is
+    sigmoid(b + w . (x - mean) / scale + the weight of each category): the same numbers (the tests check)
+    without the pipeline's per-call overhead, which dominated a simulated year. Any other pipeline is scored
+    by ``predict_proba``.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    c = config
-    batches = {w: stream.month(w) for w in range(c.weeks)}
-    start = pd.Timestamp("2024-01-01")
-
-    def fit(last_labelled_week: int):
-        weeks = range(max(0, last_labelled_week - c.train_weeks + 1), last_labelled_week + 1)
-        data = pd.concat([batches[w] for w in weeks], ignore_index=True)
-        return train(data), data
-
-    model, reference = fit(c.train_weeks - 1)
-    version, pending = 1, None
-    detector = DriftDetector(reference, NUMERIC, CATEGORICAL, alpha=c.alpha, correction=c.correction)
-    rule = AlarmRule("any_feature_drifted", threshold=0, period="7D", evaluation_periods=c.evaluation_periods,
-                     datapoints_to_alarm=c.datapoints_to_alarm)
-    checks: dict[pd.Timestamp, float] = {}
-    rows = []
-    for week in range(c.train_weeks, c.weeks):
-        if pending is not None and week >= pending[0]:       # a retrained model goes live
-            _, model, reference = pending
-            version, pending = version + 1, None
-            detector = DriftDetector(reference, NUMERIC, CATEGORICAL, alpha=c.alpha, correction=c.correction)
-            checks = {}                                        # a new baseline: the monitor starts over
-        batch = batches[week]
-        scores = evaluate(model, batch)
-        drifted, state, trigger = np.nan, "", False
-        if policy == "drift":
-            report = detector.compare(batch)
-            drifted = int(report["drifted"].sum())
-            checks[start + pd.Timedelta(weeks=week)] = drifted
-            state = rule.evaluate(pd.Series(checks))["state"].iloc[-1]
-            trigger = state == "ALARM"
-        elif policy == "scheduled":
-            trigger = (week - c.train_weeks + 1) % c.every == 0
-        started = suppressed = False
-        if trigger and pending is None:
-            new_model, new_reference = fit(week - c.label_delay)
-            pending, started = (week + c.deploy_delay, new_model, new_reference), True
-        elif trigger:
-            suppressed = True
-        rows.append({"week": week, "policy": policy, "version": version, "accuracy": scores["accuracy"],
-                     "auc": scores["auc"], "default_rate": scores["default_rate"], "drifted_features": drifted,
-                     "alarm": state, "retrain_started": started, "suppressed": suppressed})
-    return pd.DataFrame(rows).set_index("week")
+    features, classifier = pipeline.named_steps.get("features"), pipeline.named_steps.get("classifier")
+    expected = [f"numeric__{c}" for c in NUMERIC]
+    names = list(features.get_feature_names_out()) if features is not None else []
+    if names[:len(NUMERIC)] != expected or not hasattr(classifier, "coef_") or classifier.coef_.shape[0] != 1:
+        return pipeline.predict_proba(frame[FEATURES])[:, 1]
+    scaler, encoder = features.named_transformers_["numeric"], features.named_transformers_["categorical"]
+    coef = classifier.coef_[0]
+    weights = coef[:len(NUMERIC)] / scaler.scale_
+    z = classifier.intercept_[0] - weights @ scaler.mean_ + design["numeric"] @ weights
+    at = len(NUMERIC)
+    for column, categories in zip(encoder.feature_names_in_, encoder.categories_):
+        table = dict(zip(categories, coef[at:at + len(categories)]))
+        at += len(categories)
+        names, codes = design[column]
+        z += np.array([table.get(name, 0.0) for name in names])[codes]   # unseen: 0, as in the encoder
+    return 1.0 / (1.0 + np.exp(-z))
 
 
-def compare_policies(stream: CreditStream, config: YearConfig = YearConfig()) -> pd.DataFrame:
-    """:func:`simulate_year` for every policy, stacked (one row per policy and week)."""
-    return pd.concat([simulate_year(stream, policy, config) for policy in POLICIES])
+class SimulatedYear:
+    """One world's year on the book's clock, shared by every policy run in it.
+
+    ``SimulatedYear(stream, config).run(policy, label)`` serves the year under one policy (see
+    :func:`simulate_year`); :meth:`compare` runs several. The history (every application from the first
+    month any model may learn from to the year's end, sorted by date) is drawn once, each model is trained
+    once (a retrain on any day with the same newest complete month learns from the same rows, so it is the
+    same model) and each monitor check is computed once per model and week, so four policies and two labels
+    take seconds.
+    """
+
+    def __init__(self, stream: CreditStream, config: YearConfig):
+        c = self.config = config
+        self.stream = stream
+        self.mondays = [pd.Timestamp(c.start) + pd.Timedelta(weeks=w) for w in range(c.weeks + 1)]
+        first_model = min(newest_complete_month(self.mondays[0], label) for label in LABELS) - c.train_months + 1
+        first_monitored = _month_of(self.mondays[0] - pd.DateOffset(months=OUTCOME_MONTHS + 1)
+                                    - pd.Timedelta(weeks=c.monitor_weeks))
+        first = max(EARLIEST_MONTH, min(first_model, first_monitored))
+        last = _month_of(self.mondays[-1] - pd.Timedelta(days=1))
+        # Sorted by application date, a date range of applications is a slice.
+        h = self.history = (_months(stream, range(first, last + 1)).sort_values("application_date", kind="stable")
+                            .reset_index(drop=True))
+        self.applied = h["application_date"].to_numpy()
+        self.month = h["month"].to_numpy()
+        months, starts = np.unique(self.month, return_index=True)
+        self.month_rows = {int(m): slice(int(i), int(j)) for m, i, j in zip(months, starts, np.r_[starts[1:], len(h)])}
+        self.approved = h[APPROVED].to_numpy(dtype=bool)
+        self.known = {label: h[KNOWN[label]].to_numpy() for label in LABELS}
+        self.value = {label: h[label].fillna(0).to_numpy(dtype=int) for label in LABELS}
+        self.labels = h[[*LABELS, *KNOWN.values()]]          # what check_known reads, without the features
+        self._design = _design(h)
+        # The retrospective look: the day every 12-month outcome of the loans served this year is known.
+        served = self.loans(self.mondays[0], self.mondays[-1])
+        self.review_as_of = pd.Timestamp(self.known[TARGET][served].max())
+        self._models: dict[tuple, _Model] = {}
+        self._checks: dict[tuple, dict] = {}
+
+    def rows(self, low, high) -> slice:
+        """The applications dated in [low, high), as a slice of the (date-sorted) history."""
+        i, j = np.searchsorted(self.applied, [np.datetime64(pd.Timestamp(low)), np.datetime64(pd.Timestamp(high))])
+        return slice(int(i), int(j))
+
+    def loans(self, low, high) -> np.ndarray:
+        """Row numbers of the approved loans among the applications dated in [low, high)."""
+        rows = self.rows(low, high)
+        return np.arange(rows.start, rows.stop)[self.approved[rows]]
+
+    def known_rows(self, rows: np.ndarray, as_of, label: str) -> np.ndarray:
+        """The subset of ``rows`` whose ``label`` the lender knows on ``as_of`` (approved, known by then)."""
+        return rows[self.approved[rows] & (self.known[label][rows] <= np.datetime64(pd.Timestamp(as_of)))]
+
+    def require_known(self, rows: np.ndarray, as_of, label: str) -> None:
+        """:func:`~mlops_lab.simulator.check_known` for ``rows`` (a fast path when they are all known)."""
+        if len(self.known_rows(rows, as_of, label)) != len(rows):
+            check_known(self.labels.iloc[rows], as_of, label)      # raises LabelFromTheFuture, saying why
+
+    def model(self, as_of: pd.Timestamp, label: str) -> tuple:
+        """Train (or reuse) the model a retrain on ``as_of`` builds: the newest complete months of ``label``."""
+        c = self.config
+        newest = newest_complete_month(as_of, label)
+        key = (label, newest)
+        if key not in self._models:
+            months = range(newest - c.train_months + 1, newest + 1)
+            reference = slice(self.month_rows[months[0]].start, self.month_rows[months[-1]].stop)
+            rows = np.arange(reference.start, reference.stop)
+            learned = self.history.iloc[self.known_rows(rows, as_of, label)]
+            fitted = _fit(self.stream, months, learned, as_of, label)    # train() refuses a label from after as_of
+            scores = _score_all(fitted, self.history, self._design)
+            # Its baseline: AUC on the monitor label over the loans it learned from (all known by then).
+            monitored = self.known_rows(rows, as_of, c.monitor_label)
+            baseline = auc_with_se(self.value[c.monitor_label][monitored], scores[monitored])
+            self._models[key] = _Model(label, months, pd.Timestamp(as_of), fitted, reference, baseline, scores)
+        return key
+
+    def inputs(self, key: tuple, week: int) -> int:
+        """Monday of ``week``: how many features of last week's applications drifted from model ``key``'s."""
+        if (key, week, "inputs") not in self._checks:
+            monday = self.mondays[week]
+            last_week = self.history.iloc[self.rows(monday - pd.Timedelta(weeks=1), monday)]  # declined ones too
+            m, c = self._models[key], self.config
+            if m.detector is None:
+                m.detector = DriftDetector(self.history.iloc[m.reference], NUMERIC, CATEGORICAL, alpha=c.alpha,
+                                           correction=c.correction)
+            self._checks[(key, week, "inputs")] = int(m.detector.compare(last_week)["drifted"].sum())
+        return self._checks[(key, week, "inputs")]
+
+    def performance(self, key: tuple, week: int) -> tuple[float, float]:
+        """Monday of ``week``: model ``key``'s AUC on the monitor label as it has arrived, and its drop in SEs.
+
+        The window is the latest ``monitor_weeks`` of applications whose every monitor label is known on that
+        Monday (for the early label: the loans whose label arrived in those weeks).
+        """
+        if (key, week, "performance") not in self._checks:
+            c, m, monday = self.config, self._models[key], self.mondays[week]
+            label, known = c.monitor_label, self.known[c.monitor_label]
+            # The first application still maturing on Monday: every loan applied for before it is labelled.
+            day = np.datetime64(monday)
+            maturing = self.applied[self.approved & (self.applied < day) & ~(known <= day)]
+            complete_until = pd.Timestamp(maturing.min()) if len(maturing) else monday
+            window = self.loans(complete_until - pd.Timedelta(weeks=c.monitor_weeks), complete_until)
+            self.require_known(window, monday, label)
+            auc, se = auc_with_se(self.value[label][window], m.scores[window])
+            # The drop in standard errors of the difference (two independent AUCs: their variances add).
+            drop_z = (m.baseline[0] - auc) / np.hypot(se, m.baseline[1]) if se > 0 else np.nan
+            self._checks[(key, week, "performance")] = (auc, drop_z)
+        return self._checks[(key, week, "performance")]
+
+    def review(self, key: tuple, week: int) -> dict:
+        """The week's loans scored by model ``key``, judged looking back from :attr:`review_as_of`."""
+        if (key, week, "review") not in self._checks:
+            served = self.loans(self.mondays[week], self.mondays[week + 1])
+            self.require_known(served, self.review_as_of, TARGET)
+            y, p = self.value[TARGET][served], self._models[key].scores[served]
+            self._checks[(key, week, "review")] = {
+                "auc": auc_with_se(y, p)[0], "accuracy": float(np.mean((p >= 0.5) == y)),
+                "default_rate": float(y.mean()), "loans": len(served)}
+        return self._checks[(key, week, "review")]
+
+    def run(self, policy, label: str | None = None) -> pd.DataFrame:
+        """Serve the year under ``policy`` (a name in :data:`POLICIES` or a trigger function), learning ``label``.
+
+        Each Monday: a retrain that is due goes live; the monitors the policy reads check what is known that
+        day; the trigger decides; and the week's loans are scored by the model that serves them.
+        """
+        c = self.config
+        triggers = {"none": lambda week: False,
+                    "scheduled": lambda week: week["week"] > 0 and week["week"] % c.every_weeks == 0,
+                    "drift": lambda week: week["input_alarm"] == ALARM,
+                    "performance": lambda week: week["performance_alarm"] == ALARM}
+        if callable(policy):
+            name, trigger = getattr(policy, "__name__", "custom"), policy
+        elif policy in triggers:
+            name, trigger = policy, triggers[policy]
+        else:
+            raise ValueError(f"policy must be one of {POLICIES} or a function of the week's checks, got {policy!r}")
+        # A policy reads only the monitors it needs (a function gets both): fewer checks, a faster year.
+        watch_inputs = callable(policy) or name == "drift"
+        watch_performance = callable(policy) or name == "performance"
+        label = label or c.label
+        key, version, pending = self.model(self.mondays[0], label), 1, None   # pending: (live week, model)
+        input_breaches, performance_breaches, rows = [], [], []
+        for week, monday in enumerate(self.mondays[:-1]):
+            if pending is not None and week >= pending[0]:     # a retrained model goes live: new baselines
+                key, version, pending = pending[1], version + 1, None
+                input_breaches, performance_breaches = [], []
+            check = {"week": week, "date": monday, "drifted_features": np.nan, "input_alarm": "",
+                     "monitored_auc": np.nan, "auc_drop_z": np.nan, "performance_alarm": ""}
+            if watch_inputs:
+                drifted = self.inputs(key, week)
+                input_breaches.append(drifted > 0)
+                check.update(drifted_features=drifted, input_alarm=alarm_state(
+                    input_breaches, c.datapoints_to_alarm, c.evaluation_periods))
+            if watch_performance:
+                auc, drop_z = self.performance(key, week)
+                performance_breaches.append(None if np.isnan(drop_z) else bool(drop_z > c.z))
+                check.update(monitored_auc=auc, auc_drop_z=drop_z, performance_alarm=alarm_state(
+                    performance_breaches, c.datapoints_to_alarm, c.evaluation_periods))
+            started = suppressed = False
+            learns_to = ""
+            if trigger(dict(check)):
+                if pending is None:                            # learn what is known this Monday
+                    new_key = self.model(monday, label)
+                    pending, started, learns_to = (week + c.deploy_weeks, new_key), True, month_label(new_key[1])
+                else:
+                    suppressed = True                          # the guard: a retrain is already under way
+            rows.append({**check, "policy": name, "label": label, "version": version,
+                         "learned_to": month_label(self._models[key].months[-1]), **self.review(key, week),
+                         "retrain_started": started, "retrain_learns_to": learns_to, "suppressed": suppressed})
+        out = pd.DataFrame(rows).set_index("week")
+        out.attrs["review_as_of"] = self.review_as_of
+        return out
+
+    def compare(self, policies=POLICIES, labels=None) -> pd.DataFrame:
+        """:meth:`run` for every policy and every training label (default: the config's), stacked."""
+        out = pd.concat([self.run(policy, label) for label in (labels or (self.config.label,))
+                         for policy in policies])
+        out.attrs["review_as_of"] = self.review_as_of
+        return out
+
+
+def simulate_year(stream: CreditStream, policy, config: YearConfig = YearConfig()) -> pd.DataFrame:
+    """Serve a year of weekly applications under ``policy``; one row per served week.
+
+    ``policy`` is a name or a trigger: a function of the week's checks (a dict with ``week``, ``date``,
+    ``input_alarm`` and ``performance_alarm``, each alarm ``"OK"``, ``"ALARM"`` or ``"INSUFFICIENT_DATA"``)
+    that returns True to start a retrain. ``none`` keeps the first model; ``scheduled`` retrains every
+    ``config.every_weeks`` weeks; ``drift`` retrains when the input alarm fires (any feature of last week's
+    applications drifted from the serving model's training applications, Holm-corrected tests, in M of N
+    weeks); ``performance`` retrains when the performance alarm fires (AUC on ``config.monitor_label`` as it
+    arrives, more than ``config.z`` standard errors below the model's AUC on the loans it learned from, in M
+    of N weeks). Every retrain learns ``config.label`` from the newest ``config.train_months`` months whose
+    every label is known that day; a trigger while a retrain is pending is suppressed (the guard). Every
+    model learns only from labels known on the day it is trained and every monitor only from labels known on
+    its Monday; the columns ``auc``, ``accuracy`` and
+    ``default_rate`` judge the week's loans *looking back* from ``result.attrs["review_as_of"]``, the day
+    every one of their 12-month outcomes is known: an analysis, not something the lender knew then.
+    """
+    return SimulatedYear(stream, config).run(policy)
+
+
+def compare_policies(stream: CreditStream, config: YearConfig = YearConfig(), policies=POLICIES,
+                     labels=None) -> pd.DataFrame:
+    """:func:`simulate_year` for every policy and every training label, on one shared history (stacked)."""
+    return SimulatedYear(stream, config).compare(policies, labels)
 
 
 # ---- the live loop's canary step ------------------------------------------------------------------------------

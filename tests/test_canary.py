@@ -3,6 +3,7 @@ the salted A/B assignment and the sample-ratio-mismatch check."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -177,3 +178,27 @@ def test_a_fair_split_raises_a_false_alarm_about_alpha_of_the_time():
     alarms = sum(t * srm_check({"blue": n - g, "green": g}, HALF)["mismatch"] for g, t in zip(values, times)) / sims
     # Binomial(20,000, 0.001): mean 20 alarms, sd about 4.5; 4 sd either side.
     assert abs(alarms - SRM_ALPHA) < 4 * np.sqrt(SRM_ALPHA * (1 - SRM_ALPHA) / sims)
+
+
+def test_ab_readout_counts_only_labels_known_on_its_date():
+    from mlops_lab.canary import ab_readout
+    from mlops_lab.simulator import EARLY_LABEL, KNOWN, CreditStream, lend
+
+    batch = CreditStream(seed=8, rows_per_month=2000).month(3)
+    experiment = lend(batch, batch["credit_score"].to_numpy() >= 600).assign(
+        arm=np.where(np.arange(len(batch)) % 2, "green", "blue"))
+    loans = experiment[experiment["approved"]]
+    middle = loans[KNOWN[EARLY_LABEL]].sort_values().iloc[len(loans) // 2]
+    table = ab_readout(experiment, as_of=middle)
+    known = loans[loans[KNOWN[EARLY_LABEL]] <= middle]
+    for arm in ("blue", "green"):
+        assert table.loc[arm, "labelled"] == (known["arm"] == arm).sum() < table.loc[arm, "approved"]
+        assert table.loc[arm, "bad"] == known.loc[known["arm"] == arm, EARLY_LABEL].astype(int).sum()
+        assert table.loc[arm, "applicants"] == (experiment["arm"] == arm).sum()
+    assert not table["complete"].any()
+    before = ab_readout(experiment, as_of=loans[KNOWN[EARLY_LABEL]].min() - pd.Timedelta(days=1))
+    assert (before["labelled"] == 0).all() and before["rate"].isna().all()
+    done = ab_readout(experiment, as_of=loans[KNOWN[EARLY_LABEL]].max())
+    assert done["complete"].all()
+    with pytest.raises(TypeError, match="as_of is required"):
+        ab_readout(experiment, as_of=None)

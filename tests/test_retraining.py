@@ -1,14 +1,19 @@
-"""Retraining: the data contract and quarantine, the guard against re-triggering, the simulated year."""
+"""Retraining: the data contract and quarantine, the guard against re-triggering, the simulated year on the clock."""
 from __future__ import annotations
 
 import multiprocessing
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from mlops_lab.retraining import (RetrainGuard, YearConfig, quarantine, simulate_year, validate_batch)
-from mlops_lab.simulator import CreditStream, Drift
+from mlops_lab.models import train
+from mlops_lab.monitoring import AlarmRule
+from mlops_lab.retraining import (ALARM, POLICIES, RetrainGuard, SimulatedYear, YearConfig, _design, _score_all,
+                                  alarm_state, compare_policies, quarantine, simulate_year, validate_batch)
+from mlops_lab.simulator import (EARLY_LABEL, FEATURES, TARGET, CreditStream, Drift, LabelFromTheFuture, known_as_of,
+                                 month_label, newest_complete_month, snapshot)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +58,29 @@ def test_label_and_whole_number_checks(batch):
     assert validate_batch(batch.drop(columns="default"), require_label=False).ok
 
 
+@pytest.mark.parametrize("as_of", ["2024-03-15", "2024-08-01", "2025-06-01"])
+def test_a_snapshot_with_unknown_labels_passes_also_through_csv(tmp_path, batch, as_of):
+    view = snapshot(batch, as_of)
+    assert view[TARGET].isna().any() and view[EARLY_LABEL].isna().any()   # declined, or not known yet
+    assert validate_batch(view, as_of).ok
+    view.to_csv(tmp_path / "export.csv", index=False)
+    assert validate_batch(pd.read_csv(tmp_path / "export.csv"), as_of).ok
+
+
+def test_a_known_label_must_be_valid_on_a_loan_and_dated(batch):
+    view = snapshot(batch, "2025-06-01")
+    loans, declined = view.index[view["approved"]], view.index[~view["approved"]]
+    bad = view.copy()
+    bad[TARGET] = bad[TARGET].astype("Float64")
+    bad.loc[loans[0], TARGET] = 2                            # not an allowed value
+    bad.loc[declined[:3], EARLY_LABEL] = 1                   # the lender never observes a declined applicant
+    bad.loc[loans[1], "default_known"] = pd.NaT              # a label without the date it became known
+    found = {(row.check, row.column): row.rows for row in validate_batch(bad).problems.itertuples()}
+    assert found == {("value not allowed", TARGET): 1, ("label on a declined application", EARLY_LABEL): 3,
+                     ("label without early_delinquency_known", EARLY_LABEL): 3,   # a declined loan has no date
+                     ("label without default_known", TARGET): 1}
+
+
 def test_quarantine_moves_the_file_and_writes_a_report(tmp_path, batch):
     incoming = tmp_path / "incoming" / "2024-03.csv"
     incoming.parent.mkdir()
@@ -93,23 +121,132 @@ def test_guard_breaks_a_stale_lock(tmp_path):
     old.release()
 
 
-def test_simulated_year_policies():
-    stream = CreditStream(seed=7, rows_per_month=600,
-                          drift=Drift(covariate=1.0, concept=2.0, start_month=10, ramp_months=3))
-    config = YearConfig(weeks=24, every=4)
-    results = {policy: simulate_year(stream, policy, config) for policy in ("none", "scheduled", "drift")}
-    assert results["none"]["version"].eq(1).all() and not results["none"]["retrain_started"].any()
-    assert results["scheduled"]["retrain_started"].sum() == 5
-    drift = results["drift"]
-    assert not drift.loc[:9, "retrain_started"].any(), "no false alarm before the drift starts"
-    assert drift["retrain_started"].any() and drift.loc[10:, "drifted_features"].max() > 3
-    # a retrain is pending for two weeks: an alarm meanwhile is suppressed, not a second retrain
-    started = drift.index[drift["retrain_started"]]
-    assert all(not drift.loc[w + 1, "retrain_started"] for w in started if w + 1 in drift.index)
-    late = slice(16, None)
-    assert drift.loc[late, "accuracy"].mean() > results["none"].loc[late, "accuracy"].mean() + 0.02
+# ---- the simulated year on the clock ----------------------------------------------------------------------
+WORLDS = {"downturn": Drift(covariate=1.0, concept=2.0, start_month=1, ramp_months=3),
+          "concept": Drift(concept=2.0, start_month=1, ramp_months=3)}
+SMALL = YearConfig(weeks=44)
+
+
+@pytest.fixture(scope="module")
+def years():
+    """Two small worlds (2,000 applications a month, 44 weeks of 2024), each policy on both labels."""
+    out = {}
+    for name, drift in WORLDS.items():
+        simulated = SimulatedYear(CreditStream(seed=2024, rows_per_month=2000, drift=drift), SMALL)
+        out[name] = (simulated, simulated.compare(POLICIES, labels=(EARLY_LABEL, TARGET)))
+    return out
+
+
+def test_every_model_learns_only_labels_known_on_its_day(years):
+    for simulated, year in years.values():
+        retrains = year[year["retrain_started"]]
+        assert len(retrains) > 0
+        for row in retrains.itertuples():
+            assert row.retrain_learns_to == month_label(newest_complete_month(row.date, row.label))
+        for row in year.itertuples():
+            assert row.learned_to <= month_label(newest_complete_month(row.date, row.label))
+        # The 12-month label of 2024 is complete only for months of 2023 and before: before the drift.
+        assert (year.loc[year["label"] == TARGET, "learned_to"] < "2024-01").all()
+        # The retrospective look: every served loan's outcome is known then, and not a day before.
+        served = simulated.loans(simulated.mondays[0], simulated.mondays[-1])
+        simulated.require_known(served, simulated.review_as_of, TARGET)
+        with pytest.raises(LabelFromTheFuture):
+            simulated.require_known(served, simulated.review_as_of - pd.Timedelta(days=1), TARGET)
+
+
+def test_the_monitor_reads_only_arrived_labels(years):
+    simulated, _ = years["concept"]
+    key = simulated.model(simulated.mondays[0], EARLY_LABEL)
+    monday = simulated.mondays[10]
+    simulated.performance(key, 10)      # computed without raising: every label in its window known on Monday
+    arrived = simulated.known_rows(np.arange(len(simulated.history)), monday, EARLY_LABEL)
+    assert (simulated.known[EARLY_LABEL][arrived] <= np.datetime64(monday)).all()
+    with pytest.raises(LabelFromTheFuture):   # a loan applied for last week has no early label yet
+        simulated.require_known(simulated.loans(monday - pd.Timedelta(weeks=1), monday), monday, EARLY_LABEL)
+
+
+def test_which_alarm_sees_which_drift(years):
+    summary = {name: year.groupby(["label", "policy"]).agg(auc=("auc", "mean"), n=("retrain_started", "sum"))
+               for name, (_, year) in years.items()}
+    down, concept = summary["downturn"], summary["concept"]
+    # The input alarm fires on a downturn and never on pure concept drift (the inputs do not move) ...
+    assert down.loc[(EARLY_LABEL, "drift"), "n"] >= 2 and concept.loc[(EARLY_LABEL, "drift"), "n"] == 0
+    # ... the performance alarm fires on both, once drifted early labels have arrived (4 months after February).
+    for name, (_, year) in years.items():
+        started = year[(year["label"] == EARLY_LABEL) & (year["policy"] == "performance") & year["retrain_started"]]
+        assert len(started) >= 1 and started["date"].min() >= pd.Timestamp("2024-06-01"), name
+    assert concept.loc[(EARLY_LABEL, "performance"), "auc"] > concept.loc[(EARLY_LABEL, "none"), "auc"] + 0.01
+    assert down.loc[(EARLY_LABEL, "drift"), "auc"] > down.loc[(EARLY_LABEL, "none"), "auc"] + 0.01
+    # Retraining on the 12-month label cannot learn the drift within the year; on the early label it can, once
+    # the first drifted month's early labels are complete (2024-07-01): from then on it gains more.
+    for _, year in years.values():
+        late = year[year["date"] >= pd.Timestamp("2024-07-01")].groupby(["label", "policy"])["auc"].mean()
+        gain = {label: late[(label, "scheduled")] - late[(label, "none")] for label in (EARLY_LABEL, TARGET)}
+        assert gain[EARLY_LABEL] > gain[TARGET]
+
+
+def test_schedule_guard_and_deploy_delay(years):
+    _, year = years["downturn"]
+    scheduled = year[(year["policy"] == "scheduled") & (year["label"] == EARLY_LABEL)]
+    assert list(scheduled.index[scheduled["retrain_started"]]) == list(range(SMALL.every_weeks, SMALL.weeks,
+                                                                            SMALL.every_weeks))
+    drift = year[(year["policy"] == "drift") & (year["label"] == EARLY_LABEL)]
+    for week in drift.index[drift["retrain_started"]]:
+        later = drift.loc[week + 1: week + SMALL.deploy_weeks - 1]
+        assert not later["retrain_started"].any(), "a trigger while a retrain is pending is suppressed"
+        if week + SMALL.deploy_weeks in drift.index:
+            assert drift.loc[week + SMALL.deploy_weeks, "version"] == drift.loc[week, "version"] + 1
+    assert drift["suppressed"].any()
+    none = year[year["policy"] == "none"]
+    assert none["version"].eq(1).all() and not none["retrain_started"].any()
+
+
+def test_a_trigger_function_is_a_policy_and_bad_policies_are_refused(years):
+    simulated, year = years["concept"]
+    seen = []
+
+    def either(week):
+        seen.append(week)
+        return ALARM in (week["input_alarm"], week["performance_alarm"])
+
+    run = simulated.run(either, EARLY_LABEL)
+    assert run["policy"].eq("either").all() and len(seen) == SMALL.weeks
+    assert {"input_alarm", "performance_alarm", "week", "date"} <= set(seen[0])
+    alone = year[(year["label"] == EARLY_LABEL) & (year["policy"] == "performance")]
+    assert list(run.index[run["retrain_started"]]) == list(alone.index[alone["retrain_started"]])
     with pytest.raises(ValueError, match="policy"):
-        simulate_year(stream, "weekly", config)
+        simulated.run("weekly")
+    with pytest.raises(ValueError, match="label"):
+        YearConfig(label="defaulted")
+    with pytest.raises(ValueError, match="early label"):
+        YearConfig(label=EARLY_LABEL, monitor_label=TARGET)
+
+
+def test_simulate_year_and_compare_policies_agree():
+    stream = CreditStream(seed=5, rows_per_month=1000, drift=WORLDS["downturn"])
+    config = YearConfig(weeks=8, label=EARLY_LABEL)
+    one = simulate_year(stream, "scheduled", config)
+    both = compare_policies(stream, config, policies=("none", "scheduled"))
+    pd.testing.assert_frame_equal(one, both[both["policy"] == "scheduled"])
+    assert one.attrs["review_as_of"] == both.attrs["review_as_of"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_alarm_state_is_cloudwatchs_m_of_n(seed):
+    rng = np.random.default_rng(seed)
+    values = pd.Series(rng.integers(0, 3, 30), index=pd.date_range("2024-01-01", periods=30, freq="7D"))
+    rule = AlarmRule("x", threshold=0, period="7D", evaluation_periods=3, datapoints_to_alarm=2)
+    expected = rule.evaluate(values)["state"].tolist()
+    breaches = [bool(v > 0) for v in values]
+    assert [alarm_state(breaches[:i + 1], 2, 3) for i in range(len(values))] == expected
+
+
+def test_fast_scores_equal_the_pipelines():
+    stream = CreditStream(seed=3, rows_per_month=2000, drift=Drift(covariate=1.5))
+    model = train(known_as_of(stream.month(-20), "2026-01-01"), as_of="2026-01-01")
+    frame = stream.months(range(0, 3))
+    np.testing.assert_allclose(_score_all(model, frame, _design(frame)), model.predict_proba(frame[FEATURES])[:, 1],
+                               rtol=0, atol=1e-12)
 
 
 class _Backend:
@@ -171,9 +308,7 @@ def test_canary_release_promotes_a_healthy_green_and_rolls_back_a_failing_one(gr
     assert any("rolled back" in e["event"] for e in result["events"]) == (outcome == "rolled_back")
 
 
-def test_chapter_12_checks_say_right_and_wrong(monkeypatch, capsys, batch):
-    import pandas as pd
-
+def test_chapter_12_checks_say_right_and_wrong(monkeypatch, capsys, batch, years):
     from mlops_lab.checks import WrongAnswer
     from mlops_lab.exercises import ch12
 
@@ -189,10 +324,23 @@ def test_chapter_12_checks_say_right_and_wrong(monkeypatch, capsys, batch):
     ch12.check_uncorrected_rate(1 - 0.95 ** 11)
     with pytest.raises(WrongAnswer):
         ch12.check_uncorrected_rate(0.05)
-    odd = batch.copy()
+    odd = snapshot(batch, "2024-08-01")
     odd.loc[odd.index[:3], "loan_term"] = 48
-    ch12.check_flagged_columns({"loan_term"}, odd)
-    with pytest.raises(WrongAnswer):
-        ch12.check_flagged_columns({"loan_term", "income"}, odd)
+    odd.loc[odd.index[~odd["approved"]][:2], EARLY_LABEL] = 0
+    ch12.check_flagged_columns({"loan_term", EARLY_LABEL}, odd)
+    for wrong in ({"loan_term"}, {"loan_term", EARLY_LABEL, TARGET}):
+        with pytest.raises(WrongAnswer):
+            ch12.check_flagged_columns(wrong, odd)
     assert ch12.expected_delay(7, 0.5) == 14 and ch12.expected_delay(7, 0) == float("inf")
-    assert capsys.readouterr().out.count("correct") == 3
+    simulated = {("concept drift" if name == "concept" else name): pair[0] for name, pair in years.items()}
+    year = pd.concat([pair[1].assign(world="concept drift" if name == "concept" else name)
+                      for name, pair in years.items()])
+    ch12.check_trigger(ch12.either_alarm, simulated, year)
+    ch12.check_trigger(lambda week: week["performance_alarm"] == "ALARM" or week["input_alarm"] == "ALARM",
+                       simulated, year)
+    for wrong in (lambda week: week["input_alarm"] == "ALARM", lambda week: True, lambda week: week["nope"], 42):
+        with pytest.raises(WrongAnswer):
+            ch12.check_trigger(wrong, simulated, year)
+    ch12.check_trigger(..., simulated, year)      # not attempted: never raises
+    out = capsys.readouterr().out
+    assert out.count("correct") == 5 and "not attempted" in out

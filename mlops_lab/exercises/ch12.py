@@ -6,7 +6,8 @@ import math
 import pandas as pd
 
 from ..checks import check_number, not_attempted, verdict
-from ..retraining import validate_batch
+from ..retraining import ALARM, INSUFFICIENT, OK, validate_batch
+from ..simulator import EARLY_LABEL
 
 
 def smallest_good_window(table: pd.DataFrame, rule: str = "psi_0.1", strength: float = 0.5,
@@ -52,19 +53,66 @@ def check_uncorrected_rate(answer, features: int = 11, alpha: float = 0.05) -> N
 def check_flagged_columns(answer, batch: pd.DataFrame) -> None:
     if not_attempted(answer):
         return verdict("ex-12-3", None, "replace the ... with a set of column names.")
-    expected = set(validate_batch(batch, "exercise").problems["column"])
+    problems = validate_batch(batch, "exercise").problems
+    expected = set(problems["column"])
     try:
         given = set(answer)
     except TypeError:
         return verdict("ex-12-3", False, f"expected a set of column names, got {type(answer).__name__}.")
     if given == expected:
-        return verdict("ex-12-3", True, f"the contract flags exactly {sorted(expected)}: a 48-month term is not "
-                                        f"an allowed value, and a ratio given in per cent (20 instead of 0.2) is "
-                                        f"far out of its range. Quarantining the batch keeps both out of training.")
+        why = "; ".join(f"{row.column}: {row.check} ({row.rows} rows)" for row in problems.itertuples())
+        return verdict("ex-12-3", True, f"the contract flags exactly {sorted(expected)} ({why}). The labels "
+                                        f"that are not known yet (<NA>) are not a problem: on the book's clock "
+                                        f"that is what a snapshot holds. Quarantining the batch keeps the rest "
+                                        f"out of training.")
     missing, extra = sorted(expected - given), sorted(given - expected)
     return verdict("ex-12-3", False, "".join([f"missing: {missing}. " if missing else "",
                                               f"not flagged: {extra}." if extra else ""]).strip(),
-                   "run validate_batch(batch).problems and look at its 'column' column.")
+                   "run validate_batch(batch).problems and look at its 'column' column; an unknown label "
+                   "(<NA>) is allowed, a known one on a declined application is not.")
+
+
+def either_alarm(week: dict) -> bool:
+    """The reference trigger of exercise 4: retrain when either alarm is in ALARM."""
+    return ALARM in (week["input_alarm"], week["performance_alarm"])
+
+
+def check_trigger(answer, years: dict, year: pd.DataFrame, worlds=("downturn", "concept drift")) -> None:
+    """Exercise 4: a trigger that retrains when either alarm fires, run through the simulated years."""
+    if not_attempted(answer):
+        return verdict("ex-12-4", None, "replace the ... with a function of one week's checks that returns "
+                                        "True to retrain.")
+    if not callable(answer):
+        return verdict("ex-12-4", False, f"expected a function, got {type(answer).__name__}.",
+                       "def either(week): return ... ; then trigger = either")
+    states = (OK, ALARM, INSUFFICIENT)
+    wrong = []
+    for inputs in states:
+        for performance in states:
+            week = {"week": 10, "date": pd.Timestamp("2024-03-11"), "input_alarm": inputs,
+                    "performance_alarm": performance, "drifted_features": 0, "monitored_auc": 0.7,
+                    "auc_drop_z": 0.0}
+            try:
+                said = bool(answer(dict(week)))
+            except Exception as error:  # the student's function failed: say how, never crash the notebook
+                return verdict("ex-12-4", False, f"your trigger raised {type(error).__name__}: {error}.",
+                               "read week['input_alarm'] and week['performance_alarm'].")
+            if said != either_alarm(week):
+                wrong.append(f"input {inputs} / performance {performance}: you said {said}")
+    if wrong:
+        return verdict("ex-12-4", False, f"{len(wrong)} of 9 combinations of the two alarms disagree, e.g. "
+                                         f"{wrong[0]}.", "retrain exactly when at least one alarm is 'ALARM'.")
+    lines = []
+    for world in worlds:
+        run = years[world].run(answer, EARLY_LABEL)
+        alone = year[(year["world"] == world) & (year["label"] == EARLY_LABEL)].groupby("policy")
+        auc, retrains = alone["auc"].mean(), alone["retrain_started"].sum()
+        lines.append(f"{world}: AUC {run['auc'].mean():.3f} with {int(run['retrain_started'].sum())} retrains "
+                     f"(input alarm {auc['drift']:.3f} / {int(retrains['drift'])}, performance alarm "
+                     f"{auc['performance']:.3f} / {int(retrains['performance'])})")
+    return verdict("ex-12-4", True, "it retrains when either alarm fires. Over the simulated year: "
+                   + "; ".join(lines) + ". It acts on the input alarm when the applicants move and on the "
+                   "performance alarm when only the rule does, so it is never blind to one kind of drift.")
 
 
 def expected_delay(days: float, detection_rate: float) -> float:
