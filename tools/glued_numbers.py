@@ -1,13 +1,14 @@
 """The numbers a chapter's text states (its myst-nb glue values), to compare two versions of the book.
 
     python tools/glued_numbers.py chapters/01_maturity_levels.ipynb [...] [--json FILE]
-    python tools/glued_numbers.py --executed _build/html/_sources/chapters/*.ipynb --json AFTER.json
+    python tools/glued_numbers.py --executed _build/jupyter_execute/chapters/*.ipynb --json AFTER.json
     python tools/glued_numbers.py --compare BEFORE.json AFTER.json
 
 Executes each notebook in a fresh kernel started in its folder (as the book does) and reads every value it
 glued (myst-nb records it in the output's metadata). ``--compare`` prints a Markdown table of each chapter's
 numbers before and after a change: what a closing note reports when a change moves what the book says.
-``--executed`` reads notebooks that were already run (the book build keeps them) instead of running them.
+``--executed`` reads notebooks that were already run instead of running them; the book build moves their
+glued values into ``<name>.glue.json`` beside each executed notebook, which is read when it exists.
 """
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ import nbformat
 from nbclient import NotebookClient
 
 
+def _value(output: dict) -> str:
+    data = output.get("data", {})   # display=False keeps the value under papermill's record type
+    return data.get("text/plain") or data.get("application/papermill.record/text/plain", "")
+
+
 def glued(notebook: Path, timeout: int = 900, execute: bool = True) -> dict[str, str]:
+    kept = notebook.with_suffix(".glue.json")
+    if not execute and kept.exists():
+        return {name: _value(output) for name, output in json.loads(kept.read_text()).items()}
     nb = nbformat.read(notebook, as_version=4)
     if execute:
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -30,8 +39,7 @@ def glued(notebook: Path, timeout: int = 900, execute: bool = True) -> dict[str,
         for output in cell.get("outputs", []):
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name:
-                data = output.get("data", {})   # display=False keeps the value under papermill's record type
-                values[name] = data.get("text/plain") or data.get("application/papermill.record/text/plain", "")
+                values[name] = _value(output)
     return values
 
 
