@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .simulator import APPROVED, KNOWN, TARGET, LabelFromTheFuture
+from .simulator import APPROVED, KNOWN, TARGET, LabelFromTheFuture, as_of_date
 
 # ---- Prometheus -----------------------------------------------------------------------------------------
 
@@ -137,15 +137,6 @@ def read_capture(path: str | Path) -> pd.DataFrame:
 # ---- delayed labels and model quality --------------------------------------------------------------------
 
 
-def _as_of(as_of) -> pd.Timestamp:
-    if as_of is None:
-        raise TypeError("as_of is required: the date whose knowledge the monitor may use (e.g. '2024-06-01')")
-    try:
-        return pd.Timestamp(as_of)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"as_of must be a date such as '2024-06-01', got {as_of!r}") from error
-
-
 def label_feed(batch: pd.DataFrame, label: str = TARGET, key: str = "application_id") -> pd.DataFrame:
     """The servicing feed of ``label`` for a :class:`~mlops_lab.simulator.CreditStream` batch.
 
@@ -178,7 +169,7 @@ def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, *, as_of, key: 
     applicant) keeps ``label`` = NaN: it must not count as right or wrong, and the share that is labelled
     (the *coverage*) is itself worth watching.
     """
-    as_of = _as_of(as_of)
+    as_of = as_of_date(as_of)
     for frame, name, columns in ((predictions, "predictions", (key, time)), (labels, "labels",
                                                                               (key, "label", label_time))):
         missing = [c for c in columns if c not in frame.columns]
@@ -200,7 +191,7 @@ def check_labels_known(joined: pd.DataFrame, as_of, *, time: str = "timestamp",
     :class:`~mlops_lab.simulator.LabelFromTheFuture` for a label known after ``as_of`` (or without the date
     it became known); ``ValueError`` for a prediction made after ``as_of``.
     """
-    as_of = _as_of(as_of)
+    as_of = as_of_date(as_of)
     if label_time not in joined.columns:
         raise ValueError(f"joined has no {label_time!r} column: join the labels with join_labels(..., as_of=...)")
     labelled = joined["label"].notna()

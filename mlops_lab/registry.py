@@ -57,7 +57,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from .models import evaluate
-from .simulator import CATEGORICAL, FEATURES, TARGET, _timestamp, check_known
+from .simulator import CATEGORICAL, FEATURES, TARGET, as_of_date, check_known
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # What the model needs to be loaded elsewhere. Given explicitly, MLflow skips inferring it (a subprocess
@@ -219,7 +219,7 @@ def promote_if_better(name: str, challenger_version, holdout: pandas.DataFrame, 
     ``gate.<metric>``, ``gate.champion_<metric>``, ``gate.champion_version`` and ``gate.as_of`` on the
     challenger version record the evidence.
     """
-    as_of = _timestamp(as_of)  # a clear TypeError/ValueError for a missing or malformed date
+    as_of = as_of_date(as_of)  # a clear TypeError/ValueError for a missing or malformed date
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS} (higher is better), got {metric!r}")
     if len(holdout) == 0:

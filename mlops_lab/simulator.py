@@ -114,7 +114,8 @@ class LabelFromTheFuture(ValueError):
     """A label was used before the date the lender could know it."""
 
 
-def _timestamp(as_of) -> pd.Timestamp:
+def as_of_date(as_of) -> pd.Timestamp:
+    """``as_of`` as a Timestamp, with a clear error when it is missing or is not a date."""
     if as_of is None:
         raise TypeError("as_of is required: the date whose knowledge you may use (e.g. '2024-04-01')")
     try:
@@ -136,7 +137,7 @@ def label_known(batch: pd.DataFrame, as_of, label: str = TARGET) -> np.ndarray:
         raise ValueError(f"the batch has no {sorted(missing)} column(s): it is not a CreditStream batch "
                          f"(or the label columns were dropped)")
     known = batch[KNOWN[label]]
-    return (known.notna() & (known <= _timestamp(as_of))).to_numpy()
+    return (known.notna() & (known <= as_of_date(as_of))).to_numpy()
 
 
 def known_as_of(batch: pd.DataFrame, as_of, label: str = TARGET) -> pd.DataFrame:
@@ -157,7 +158,7 @@ def check_known(batch: pd.DataFrame, as_of, label: str = TARGET) -> None:
         declined = int(late.isna().sum())
         latest = late.max()
         raise LabelFromTheFuture(
-            f"{int((~known).sum())} of {len(batch)} rows have no {label!r} known on {_timestamp(as_of).date()}"
+            f"{int((~known).sum())} of {len(batch)} rows have no {label!r} known on {as_of_date(as_of).date()}"
             f" ({declined} declined, never observed; the latest is known on "
             f"{'-' if pd.isna(latest) else latest.date()}). Select rows with known_as_of(batch, as_of).")
 
@@ -168,7 +169,7 @@ def snapshot(batch: pd.DataFrame, as_of) -> pd.DataFrame:
     Unknown labels are ``<NA>`` and their dates ``NaT``; the teaching-only :data:`UNSEEN` column is dropped.
     This is what a data warehouse export on that date would hold (and what chapter 02 versions).
     """
-    as_of = _timestamp(as_of)
+    as_of = as_of_date(as_of)
     view = batch.loc[batch["application_date"] <= as_of].drop(columns=list(UNSEEN_COLUMNS), errors="ignore").copy()
     for label, known_column in KNOWN.items():
         unknown = ~label_known(view, as_of, label)
@@ -188,7 +189,7 @@ def newest_complete_month(as_of, label: str = TARGET) -> int:
     """
     _check_label(label)
     lag = OUTCOME_MONTHS if label == TARGET else EARLY_MONTHS + REPORTING_LAG_MONTHS
-    as_of = _timestamp(as_of)
+    as_of = as_of_date(as_of)
     month = (as_of.to_period("M") - START).n - lag
     while month_end(month) + pd.DateOffset(months=lag) > as_of:
         month -= 1
