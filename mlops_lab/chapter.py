@@ -27,6 +27,7 @@ QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DVC_NO_ANALYTICS": "1",
     "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GIT_AUTHOR_NAME": "Course Student",
     "GIT_AUTHOR_EMAIL": "student@example.com",
     "GIT_COMMITTER_NAME": "Course Student",

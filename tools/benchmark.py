@@ -33,7 +33,8 @@ from student_edition import ROOT, toc_notebooks  # noqa: E402  (the shared _toc.
 
 BUDGET_SECONDS = 90
 BUDGET_MB = 1536
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
+             "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 @dataclass
