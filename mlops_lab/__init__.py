@@ -16,7 +16,13 @@
 - :mod:`mlops_lab.canary`    canary judge and A/B statistics
 - :mod:`mlops_lab.drift`     drift statistics and detectors
 - :mod:`mlops_lab.monitoring` scraping, delayed labels, rolling metrics, alarms, reports
-- :mod:`mlops_lab.retraining` data contract, quarantine, retrain guard, retraining policies
+- :mod:`mlops_lab.contract`  THE data contract (one pandera schema), reference bounds, faulty exports
+- :mod:`mlops_lab.model_tests` behavioural model tests, slices, the fairness gap
+- :mod:`mlops_lab.ml_test_score` Breck et al.'s rubric and the chapters that earn each point
+- :mod:`mlops_lab.gates`     the model gate: challenger vs champion beyond the noise, register only on a pass
+- :mod:`mlops_lab.orchestration` the Level 1 pipeline on Prefect, with its schedule, new-data and alarm triggers
+- :mod:`mlops_lab.sagemaker` chapter 07's pipeline and triggers as SageMaker/EventBridge requests, checked offline
+- :mod:`mlops_lab.retraining` quarantine, retrain guard, retraining policies
 - :mod:`mlops_lab.exercises` per-chapter checks
 """
 from .chapter import Chapter, start_chapter

@@ -5,11 +5,11 @@ labels have arrived -> canary through the router -> validation gate against the 
 labelled on the day of the gate -> the ``champion`` alias moves (or the router rolls back). This module holds
 what is plumbing in it:
 
-- :func:`validate_batch` checks a batch against the data contract (:data:`SCHEMA`: columns, types, ranges,
-  categories, missing values; a label may be unknown, ``<NA>``, as in a warehouse snapshot, but a known one
-  must be 0 or 1, on an approved loan, with its known date) and :func:`quarantine` moves a batch that fails
-  it aside, with a Markdown report, so it never reaches training; nothing else changes (the champion keeps
-  serving).
+- :func:`validate_batch` checks a batch against the book's one data contract (:mod:`mlops_lab.contract`, a
+  pandera schema: columns, types, ranges, categories, missing values, unique ids; a label may be unknown,
+  ``<NA>``, as in a warehouse snapshot, but a known one must be 0 or 1, on an approved loan, with its known
+  date) and :func:`quarantine` moves a batch that fails it aside, with a Markdown report, so it never
+  reaches training; nothing else changes (the champion keeps serving).
 - :class:`RetrainGuard` makes sure one alarm storm starts one retrain: while a retrain runs the trigger is
   disabled (the AWS sample for drift-triggered retraining disables its EventBridge rule the same way) and
   every alarm meanwhile is counted as *suppressed*. It is a lock file created atomically, so two processes
@@ -38,113 +38,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import contract
 from .drift import DriftDetector
 from .models import train
 from .monitoring import auc_with_se
-from .simulator import (APPROVED, CATEGORICAL, EARLIEST_MONTH, EARLY_LABEL, FEATURES, HOME, KNOWN, LABELS, NUMERIC,
-                        OUTCOME_MONTHS, PURPOSES, START, TARGET, CreditStream, check_known, month_label,
+from .simulator import (APPROVED, CATEGORICAL, EARLIEST_MONTH, EARLY_LABEL, FEATURES, KNOWN, LABELS, NUMERIC,
+                        OUTCOME_MONTHS, START, TARGET, CreditStream, check_known, month_label,
                         newest_complete_month)
 
-# ---- the data contract ------------------------------------------------------------------------------------
-# column -> (allowed range (low, high) or allowed values, whether it must be a whole number)
-SCHEMA: dict[str, tuple] = {
-    "age": ((18, 100), True), "income": ((0, 5_000_000), False), "employment_years": ((0, 80), False),
-    "loan_amount": ((100, 1_000_000), False), "loan_term": ({36, 60}, True),
-    "debt_to_income": ((0, 1.5), False), "credit_score": ((300, 850), True),
-    "open_accounts": ((0, 100), True), "delinquencies_2y": ((0, 50), True),
-    "home_ownership": (set(HOME), False), "purpose": (set(PURPOSES), False),
-    TARGET: ({0, 1}, True), EARLY_LABEL: ({0, 1}, True),
-}
-# On the book's clock a warehouse export (``snapshot(batch, as_of)``) holds a label only where the lender knows
-# it by then: ``<NA>`` (an empty cell in a CSV) is the normal state of a label, not a missing value. A label
-# that IS there must still be 0 or 1, belong to an approved loan, and come with the date it became known.
-LABEL_COLUMNS = tuple(LABELS)
+# ---- the data contract (one definition of good data: mlops_lab.contract) -----------------------------------------
+SCHEMA = contract.SCHEMA            # the pandera schema; see mlops_lab.contract for every rule and why
+ValidationReport = contract.ValidationReport
 
 
-@dataclass
-class ValidationReport:
-    """What is wrong with a batch: one row per problem (check, column, rows affected, examples)."""
+def validate_batch(batch: pd.DataFrame, name: str = "batch", require_label: bool = True, *, reference=None,
+                   as_of=None) -> ValidationReport:
+    """Check ``batch`` against the data contract (:func:`mlops_lab.contract.validate`); every violation is a row.
 
-    name: str
-    rows: int
-    problems: pd.DataFrame
-
-    @property
-    def ok(self) -> bool:
-        return self.problems.empty
-
-    def to_markdown(self) -> str:
-        head = f"### Batch `{self.name}`: {self.rows} rows, "
-        if self.ok:
-            return head + "passes every check."
-        return (head + f"**quarantined**: {len(self.problems)} problem(s)\n\n"
-                + self.problems.to_markdown(index=False))
-
-
-def validate_batch(batch: pd.DataFrame, name: str = "batch", schema: dict = SCHEMA,
-                   require_label: bool = True) -> ValidationReport:
-    """Check ``batch`` against the data contract; every violation becomes a row of the report.
-
-    Features must be present, typed, in range and never missing. Labels (:data:`LABEL_COLUMNS`) may be
-    unknown (``<NA>``: not known yet on the export's date, or a declined applicant, never observed); a known
-    label must be an allowed value, and, where the batch has the columns to tell, belong to an approved loan
-    and carry its known date. ``require_label=False`` checks a batch without label columns (scoring requests).
+    Features must be present, typed, in range and never missing. Labels may be unknown (``<NA>``: not known
+    yet on the export's date, or a declined applicant, never observed); a known label must be 0 or 1, on an
+    approved loan, with its known date. ``require_label=False`` checks a batch without label columns
+    (scoring requests); ``reference`` adds statistical bounds from a known-good month; ``as_of`` (the
+    export's date) refuses anything dated after it.
     """
-    problems = []
-
-    def problem(check, column, mask_or_count, examples=()):
-        count = int(np.sum(mask_or_count)) if not isinstance(mask_or_count, int) else mask_or_count
-        if count:
-            problems.append({"check": check, "column": column, "rows": count,
-                             "examples": ", ".join(map(str, list(examples)[:3]))})
-
-    expected = [c for c in schema if require_label or c not in LABEL_COLUMNS]
-    missing = [c for c in expected if c not in batch.columns]
-    for column in missing:
-        problem("schema: column missing", column, len(batch) or 1)
-    for column in expected:
-        if column in missing:
-            continue
-        values = batch[column]
-        allowed, whole = schema[column]
-        nan = values.isna().to_numpy()
-        if column in LABEL_COLUMNS:
-            _check_known_labels(batch, column, ~nan, problem)
-        else:
-            problem("missing values", column, nan)
-        present = values[~nan]
-        if isinstance(allowed, set):
-            as_text = present.astype(str) if column in CATEGORICAL else present
-            if column not in CATEGORICAL:
-                as_num = pd.to_numeric(present, errors="coerce")
-                bad = ~as_num.isin(allowed)
-                problem("value not allowed", column, bad.to_numpy(), present[bad].unique())
-            else:
-                bad = ~as_text.isin(allowed)
-                problem("unknown category", column, bad.to_numpy(), as_text[bad].unique())
-            continue
-        numbers = pd.to_numeric(present, errors="coerce")
-        not_number = numbers.isna().to_numpy()
-        problem("schema: not a number", column, not_number, present[not_number].unique())
-        numbers = numbers[~not_number].to_numpy(dtype=float)
-        low, high = allowed
-        out = (numbers < low) | (numbers > high) | ~np.isfinite(numbers)
-        problem(f"out of range [{low:g}, {high:g}]", column, out, numbers[out])
-        if whole:
-            problem("not a whole number", column, np.isfinite(numbers) & (numbers != np.round(numbers)))
-    return ValidationReport(name, len(batch), pd.DataFrame(problems, columns=["check", "column", "rows", "examples"]))
-
-
-def _check_known_labels(batch: pd.DataFrame, column: str, known: np.ndarray, problem) -> None:
-    """A known label must belong to an approved loan and come with the date it became known."""
-    if APPROVED in batch.columns:
-        approved = batch[APPROVED].astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
-        declined_with_label = known & ~approved
-        problem("label on a declined application", column, declined_with_label,
-                batch.loc[declined_with_label, "application_id"] if "application_id" in batch else ())
-    known_column = KNOWN.get(column)
-    if known_column in batch.columns:
-        problem(f"label without {known_column}", column, known & batch[known_column].isna().to_numpy())
+    return contract.validate(batch, name, require_label=require_label, reference=reference, as_of=as_of)
 
 
 def quarantine(path: str | Path, report: ValidationReport, folder: str | Path) -> Path:
@@ -157,7 +74,7 @@ def quarantine(path: str | Path, report: ValidationReport, folder: str | Path) -
     target = folder / Path(path).name
     shutil.move(str(path), target)
     report_path = target.with_suffix(".report.md")
-    report_path.write_text(report.to_markdown() + "\n")
+    report_path.write_text(f"Quarantined: `{Path(path).name}` did not reach training.\n\n{report.to_markdown()}\n")
     return report_path
 
 

@@ -44,7 +44,7 @@ def test_corrupt_batch_names_every_problem(batch):
     assert found[("schema: not a number", "income")] == 1
     assert ("schema: column missing", "delinquencies_2y") in found
     text = report.to_markdown()
-    assert "quarantined" in text and "9999" in text and "crypto" in text
+    assert "fails the contract" in text and "9999" in text and "crypto" in text
 
 
 def test_label_and_whole_number_checks(batch):
