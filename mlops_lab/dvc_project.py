@@ -62,6 +62,18 @@ API:
   updates ``data/raw.dvc``), ``dvc push``, commit; returns the new metrics.
 - ``read_metrics(repo) -> dict`` (strings included), ``numeric_metrics(metrics) -> dict[str, float]``
   (only the numbers, e.g. for ``mlflow.log_metrics``), ``read_lock(repo) -> dict``, ``read_params(repo)``.
+- ``advance_clock(repo, stream, *, as_of, label=None) -> dict``: :func:`retrain`'s first half (re-export
+  every month as of ``as_of``, set ``prepare.as_of``), without DVC or git; returns the params.
+
+**Level 1 (chapter 07), opt-in.** ``write_level1_pipeline(repo, params=None)`` writes the same four stages
+plus two gates (:data:`LEVEL1_STAGES`): ``validate_data`` before ``prepare`` runs chapter 06's data
+contract (``mlops_lab.contract``) on the exports the run reads and on the newest whole month (also against
+bounds from the month before it), writes ``reports/data_validation.json``/``.md`` and exits non-zero on a
+bad batch, so ``dvc repro`` stops there (``prepare`` depends on the report); ``validate_model`` after
+``evaluate`` judges the candidate against ``champion/model.joblib`` (exported from the registry by the
+orchestrator, git-ignored) on the test month with ``mlops_lab.gates.judge`` and writes ``reports/gate.json``.
+``export_champion(repo, model, version)``, ``read_report(repo, "data" | "gate")`` and ``data_hash(repo)`` (the
+md5 of ``data/raw`` in ``data/raw.dvc``) go with it; ``mlops_lab.orchestration`` runs it.
 
 ``stream=None`` means ``CreditStream(seed=2024, rows_per_month=2000)``. Importing this module puts the
 running interpreter's ``bin/`` first on PATH (:func:`use_this_python`), so ``dvc`` and the stages'
@@ -550,14 +562,14 @@ def build_credit_project(path: str | Path, stream: CreditStream | None = None, *
     return repo
 
 
-def retrain(repo: str | Path, stream: CreditStream, *, as_of, label: str | None = None,
-            message: str | None = None) -> dict:
-    """Advance the project's clock to ``as_of``, rerun what changed, commit, push; the new metrics.
+def advance_clock(repo: str | Path, stream: CreditStream, *, as_of, label: str | None = None) -> dict:
+    """Export the warehouse as of ``as_of`` into data/raw and set ``prepare.as_of``: the first half of
+    :func:`retrain` (no git, no DVC). Returns the new params. Refuses to move the clock back.
 
     Every raw month is rewritten as the warehouse holds it on ``as_of`` (outcomes that arrived since change
     a month's labels), the months applied for by ``as_of`` that are missing are added (from the first month
     of :func:`default_months` for the label, if the project does not reach back that far), ``prepare.as_of``
-    is set (and ``prepare.label`` if given). Refuses to move the clock back.
+    is set (and ``prepare.label`` if given).
     """
     repo = Path(repo).resolve()
     iso = _iso(as_of)
@@ -575,7 +587,202 @@ def retrain(repo: str | Path, stream: CreditStream, *, as_of, label: str | None 
     window = default_months(iso, params["prepare"]["label"], params["prepare"].get("window_months", 3))
     write_months(repo, stream, range(min(existing + [window.start]), window.stop), as_of=iso)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def retrain(repo: str | Path, stream: CreditStream, *, as_of, label: str | None = None,
+            message: str | None = None) -> dict:
+    """Advance the project's clock to ``as_of``, rerun what changed, commit, push; the new metrics.
+
+    :func:`advance_clock` re-exports every raw month as of ``as_of`` and sets ``prepare.as_of`` (and
+    ``prepare.label`` if given); refuses to move the clock back.
+    """
+    repo = Path(repo).resolve()
+    params = advance_clock(repo, stream, as_of=as_of, label=label)
     _run("dvc repro -q", repo)   # it re-hashes data/raw (a data source) first and updates data/raw.dvc
     _run("dvc push -q", repo)
-    commit(repo, message or f"Retrain as of {iso} ({params['prepare']['label']})")
+    commit(repo, message or f"Retrain as of {params['prepare']['as_of']} ({params['prepare']['label']})")
     return read_metrics(repo)
+
+
+# ---- Level 1: the same pipeline grown by two gates (chapter 07) ----------------------------------------------
+# Opt-in: write_level1_pipeline() writes ch03's four stages plus a data gate before prepare and a model gate
+# after evaluate. Chapters 03, 05 and 12 keep write_pipeline()'s four stages.
+LEVEL1_STAGES = ("validate_data",) + STAGES + ("validate_model",)
+LEVEL1_PARAMS = {
+    # a clean month trips one of the reference bounds by chance at most this often (mlops_lab.contract)
+    "validate_data": {"false_alarm_rate": 0.01},
+    # the AUC gain's one-sided (1 - alpha) lower bound must exceed margin (mlops_lab.gates)
+    "validate_model": {"margin": 0.0, "alpha": 0.05, "n_boot": 1000, "slices": True},
+}
+CHAMPION_DIR = "champion"      # the registry's champion, exported by the orchestrator; git-ignored
+REPORTS = {"data": "reports/data_validation.json", "gate": "reports/gate.json"}
+
+VALIDATE_DATA = '''\
+"""validate_data: the data contract (chapter 06) on the monthly exports this run reads; stop on a bad batch.
+
+The exports checked are the months prepare will read on prepare.as_of (training, validation and test) and
+the newest whole month, the batch the warehouse finished last; the months in between are still maturing,
+and are checked when a run first reads them. Each must pass mlops_lab.contract as of prepare.as_of: the
+columns, their types and ranges, no nulls in features, unique ids, allowed categories, and labels on the
+book's clock (none known after as_of, none on a declined applicant). The newest whole month must also keep
+each feature's mean and each category's share within the sampling error of the month before it (a clean
+month trips a bound by chance at most validate_data.false_alarm_rate of the time): a sudden break upstream,
+such as a unit change, trips them. Writes reports/data_validation.json and .md, and exits non-zero naming
+the problems when any export fails: dvc repro stops here, nothing downstream runs.
+"""
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from mlops_lab.contract import validate
+from mlops_lab.simulator import month_label, newest_complete_month
+
+params = yaml.safe_load(open("params.yaml"))
+as_of, label = pd.Timestamp(str(params["prepare"]["as_of"])), params["prepare"]["label"]
+window = params["prepare"]["window_months"] or 3
+false_alarm_rate = params["validate_data"]["false_alarm_rate"]
+test = newest_complete_month(as_of, label)
+newest = (as_of.to_period("M") - pd.Period("2024-01", "M")).n - 1          # the newest whole month
+read = [month_label(m) for m in range(test - window - 1, test + 1)] + [month_label(newest)]
+files = {name: Path(f"data/raw/{name}.csv") for name in dict.fromkeys(read)}
+missing = [name for name, path in files.items() if not path.exists()]
+if missing:
+    sys.exit(f"validate_data: data/raw lacks the export(s) {missing} that a run on {as_of.date()} reads")
+previous = Path(f"data/raw/{month_label(newest - 1)}.csv")
+reports = [validate(pd.read_csv(path), name, as_of=as_of, false_alarm_rate=false_alarm_rate,
+                    reference=pd.read_csv(previous) if name == month_label(newest) and previous.exists() else None)
+           for name, path in files.items()]
+failed = [r for r in reports if not r.ok]
+summary = {"as_of": str(as_of.date()), "ok": not failed, "exports": list(files), "rows": sum(r.rows for r in reports),
+           "checked_against_previous_month": month_label(newest), "failed": [r.to_dict() for r in failed]}
+Path("reports").mkdir(exist_ok=True)
+Path("reports/data_validation.json").write_text(json.dumps(summary, indent=2) + "\\n")
+Path("reports/data_validation.md").write_text(
+    "\\n\\n".join(r.to_markdown() for r in failed) if failed else
+    f"All {len(reports)} exports ({summary['rows']} rows) pass the data contract as of {as_of.date()}.")
+if failed:
+    problems = "; ".join(f"{r.name}: " + ", ".join(f"{p.check} in {p.column} ({p.rows} rows)"
+                                                   for p in r.problems.itertuples()) for r in failed)
+    sys.exit(f"validate_data: {len(failed)} of {len(reports)} exports fail the data contract as of "
+             f"{as_of.date()}: {problems}. See reports/data_validation.md; nothing downstream runs.")
+print(f"validate_data: {len(reports)} exports pass the contract as of {as_of.date()}; "
+      f"{month_label(newest)} within the bounds of the month before it")
+'''
+
+VALIDATE_MODEL = '''\
+"""validate_model: the model gate (chapter 07): the candidate against the champion, on the same holdout.
+
+The holdout is prepare's test month, the newest month whose every label is known on prepare.as_of: its
+approved loans in data/raw, labels as known then (the gate checks it first). Neither model learned from it.
+mlops_lab.gates.judge scores both on the same loans: the one-sided lower confidence bound of the AUC gain
+(DeLong) must exceed validate_model.margin, the cost per application at the break-even threshold of
+evaluate's two costs must not rise beyond the noise, and no slice may fall beyond its noise. The champion
+is champion/model.joblib, exported from the registry by the orchestrator before dvc repro (none yet: the
+incumbent policy). Writes reports/gate.json (the verdict) and reports/gate.md. A refusal is a result, not
+an error: the stage succeeds either way, and registration reads the verdict.
+"""
+import json
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import yaml
+
+from mlops_lab.gates import judge
+from mlops_lab.simulator import KNOWN, known_as_of
+
+params = yaml.safe_load(open("params.yaml"))
+label, as_of = params["prepare"]["label"], pd.Timestamp(str(params["prepare"]["as_of"]))
+settings, costs = params["validate_model"], params["evaluate"]
+split = json.loads(Path("data/prepared/split.json").read_text())
+export = pd.read_csv(f"data/raw/{split['test_month']}.csv", parse_dates=["application_date", *KNOWN.values()])
+holdout = known_as_of(export, as_of, label)
+champion = json.loads(Path("champion/version.json").read_text())
+cost_fn, cost_fp = costs["cost_missed_default"], costs["cost_declined_payer"]
+verdict = judge(joblib.load("models/model.joblib"),
+                joblib.load("champion/model.joblib") if champion["version"] else None, holdout,
+                as_of=as_of, label=label, margin=settings["margin"], alpha=settings["alpha"],
+                n_boot=settings["n_boot"], slices=settings["slices"], cost_fn=cost_fn, cost_fp=cost_fp,
+                threshold=cost_fp / (cost_fp + cost_fn))
+gate = verdict.to_dict() | {"champion_version": champion["version"], "holdout_month": split["test_month"],
+                            "label": label}
+Path("reports").mkdir(exist_ok=True)
+Path("reports/gate.json").write_text(json.dumps(gate, indent=2) + "\\n")
+rows = "\\n".join(f"| {c['name']} | {c['value']:+.4f} | {c['threshold']:+.4f} | {'pass' if c['passed'] else 'FAIL'} |"
+                  for c in verdict.checks)
+Path("reports/gate.md").write_text(f"**{'PASSED' if verdict.passed else 'REJECTED'}**: {verdict.reason}\\n\\n"
+                                   f"| check | value | threshold | |\\n|---|---:|---:|---|\\n{rows}\\n")
+print(f"validate_model: {verdict}")
+'''
+
+LEVEL1_DVC_YAML = f'''\
+stages:
+  validate_data:
+    cmd: python src/validate_data.py
+    deps: [src/validate_data.py, data/raw]
+    params: [prepare.as_of, validate_data]
+    outs:
+      - {REPORTS["data"]}:
+          cache: false
+      - reports/data_validation.md:
+          cache: false
+''' + DVC_YAML.split("stages:\n", 1)[1].replace(
+    "deps: [src/prepare.py, data/raw]", f"deps: [src/prepare.py, data/raw, {REPORTS['data']}]") + f'''\
+  validate_model:
+    cmd: python src/validate_model.py
+    deps: [src/validate_model.py, models/model.joblib, {CHAMPION_DIR}, data/raw, data/prepared/split.json]
+    params: [prepare.as_of, prepare.label, evaluate.cost_missed_default, evaluate.cost_declined_payer,
+             validate_model]
+    outs:
+      - {REPORTS["gate"]}:
+          cache: false
+      - reports/gate.md:
+          cache: false
+'''
+
+
+def write_level1_pipeline(repo: str | Path, params: dict | None = None) -> Path:
+    """:func:`write_pipeline` grown by two gates: ``validate_data`` before prepare (prepare depends on its
+    report, so a failing batch stops ``dvc repro`` there) and ``validate_model`` after evaluate. Also
+    git-ignores the champion folder and writes an empty champion (none registered yet)."""
+    merged = {stage: {**values, **(params or {}).get(stage, {})} for stage, values in LEVEL1_PARAMS.items()}
+    repo = write_pipeline(repo, {**(params or {}), **merged})
+    for stage, text in (("validate_data", VALIDATE_DATA), ("validate_model", VALIDATE_MODEL)):
+        (repo / "src" / f"{stage}.py").write_text(text)
+    (repo / "dvc.yaml").write_text(LEVEL1_DVC_YAML)
+    ignore = repo / ".gitignore"
+    lines = ignore.read_text().splitlines() if ignore.exists() else []
+    if f"/{CHAMPION_DIR}" not in lines:
+        ignore.write_text("\n".join(lines + [f"/{CHAMPION_DIR}"]) + "\n")
+    if not (repo / CHAMPION_DIR / "version.json").exists():
+        export_champion(repo, None)
+    return repo
+
+
+def export_champion(repo: str | Path, model, version: str | None = None) -> Path:
+    """Put the registry's champion where the gate reads it: ``champion/model.joblib`` and
+    ``champion/version.json`` (``model=None``: no champion yet, the gate compares with the incumbent policy).
+    """
+    import joblib
+
+    folder = Path(repo) / CHAMPION_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.joblib").unlink(missing_ok=True)
+    if model is not None:
+        joblib.dump(model, folder / "model.joblib")
+    (folder / "version.json").write_text(json.dumps({"version": None if model is None else str(version)}) + "\n")
+    return folder
+
+
+def read_report(repo: str | Path, which: str) -> dict:
+    """A gate's report: ``which="data"`` (reports/data_validation.json) or ``"gate"`` (reports/gate.json)."""
+    return json.loads((Path(repo) / REPORTS[which]).read_text())
+
+
+def data_hash(repo: str | Path) -> str:
+    """The md5 of the data version in the workspace (``data/raw.dvc``; dvc.lock records the same hash)."""
+    return yaml.safe_load((Path(repo) / "data" / "raw.dvc").read_text())["outs"][0]["md5"]

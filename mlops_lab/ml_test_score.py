@@ -9,8 +9,8 @@ runs it automatically and repeatedly. A section's score is its sum; the final sc
 points on the running example (the lender's credit model) and how. A chapter run by a reader is a manual
 run: its tests earn 0.5. A point is automated when the system runs the test by itself: the pipeline on
 every run (chapter 07), CI on every push (chapter 08), the serving stack or the monitor on every request
-or batch (chapters 09-12). Chapters 07 and 08 were not written when this was; their credits are marked
-``planned`` and :func:`score` leaves them out unless ``include_planned``.
+or batch (chapters 09-12). Chapter 08 is not written yet; its credits are marked ``planned`` and
+:func:`score` leaves them out unless ``include_planned``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pandas as pd
 
 SECTIONS = ("Data", "Model", "Infrastructure", "Monitoring")
 MANUAL, AUTOMATED = 0.5, 1.0
-PLANNED_CHAPTERS = frozenset({7, 8})   # the Level 1 and Level 2 chapters: being written with this one
+PLANNED_CHAPTERS = frozenset({8})      # the Level 2 chapter, not written yet
 
 
 @dataclass(frozen=True)
