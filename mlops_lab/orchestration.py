@@ -346,9 +346,11 @@ def add_schedule(first_month: str, *, count: int, seconds_per_month: float, lead
     """Give the deployment a schedule of ``count`` ticks ``seconds_per_month`` apart, the first in
     ``lead_seconds``; tick k runs the pipeline as of ``first_month`` + k months. Returns its schedule.
 
-    The scheduler creates runs only for ticks still ahead of it. It looks every second
-    (:func:`server_settings`), but a server busy recording the previous runs' events can take a few
-    seconds to get there: a first tick closer than that is missed, so the lead is five seconds.
+    The server's scheduler service creates runs only for ticks still ahead of it when its loop reaches the
+    schedule, and a server busy recording the previous runs' events can get there after the first tick. So
+    the runs are created at once, from the schedule, by the server's own ``POST /deployments/{id}/schedule``
+    (what the service calls; idempotent with it: each run's key is the schedule and the tick), and the
+    runner starts each when it is due. The lead leaves time for that call, which is not a race.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.schedules import RRuleSchedule
@@ -360,9 +362,12 @@ def add_schedule(first_month: str, *, count: int, seconds_per_month: float, lead
                 "seconds_per_month": int(seconds_per_month)}
     with get_client(sync_client=True) as client:
         found = client.read_deployment_by_name(DEPLOYMENT)
-        return client.create_deployment_schedules(
+        schedule = client.create_deployment_schedules(
             found.id, [(RRuleSchedule(rrule=rule, timezone="UTC"), True)],
             parameters={"trigger": "schedule", "calendar": calendar}, slug="monthly")[0]
+        client.request("POST", "/deployments/{id}/schedule", path_params={"id": found.id},
+                       json={"start_time": start.isoformat()}).raise_for_status()
+        return schedule
 
 
 # ---- waiting for runs --------------------------------------------------------------------------------------

@@ -279,7 +279,10 @@ def test_the_schedule_and_an_alarm_start_runs_on_the_book_calendar(stack):
     try:
         since = datetime.now(timezone.utc)
         schedule = orc.add_schedule(LATER, count=1, seconds_per_month=5)
+        (created,) = orc.flow_runs(since)      # already there, before its tick: a busy scheduler cannot miss it
+        assert created.expected_start_time > since and created.parameters["trigger"] == "schedule"
         (scheduled,) = orc.wait_for_runs(since, count=1, timeout=90)
+        assert scheduled.id == created.id
         assert scheduled.state.is_completed() and scheduled.parameters["calendar"] == schedule.parameters["calendar"]
         record = orc.runs_table(config.experiment).iloc[-1]
         assert record["trigger"] == "schedule" and record["as_of"] == LATER and record["data_gate"] == "passed"
