@@ -76,6 +76,9 @@ def get_text(url: str, timeout: float = 10) -> str:
         conn.close()
 
 
+LOG_COLUMNS = ["t", "latency_s", "status", "variant", "retried", "user_id", "index", "predictions"]
+
+
 class _Client:
     """One kept-alive connection; reconnects after a failure."""
 
@@ -166,9 +169,52 @@ def run_load(url: str, bodies: Sequence[bytes], *, rate: float | None = 100.0, d
         for thread in threads:
             thread.join(timeout=0.1)
     rows = [row for log in logs for row in log]
-    frame = pd.DataFrame(rows, columns=["t", "latency_s", "status", "variant", "retried", "user_id", "index",
-                                        "predictions"])
+    frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
     return frame.sort_values("t", ignore_index=True)
+
+
+def interleaved(urls: dict[str, str], bodies: Sequence[bytes], *, requests: int, warmup: int = 30,
+                timeout: float = 10.0) -> dict[str, pd.DataFrame]:
+    """Time several servers on the same requests, taking turns: one log per server, as :func:`run_load`'s.
+
+    Request ``i`` goes to every server in turn, the order rotating with ``i``, each over its own kept-alive
+    connection. Measuring one server after the other confounds the server with whatever else the machine
+    was doing at the time (a busy neighbour, a CI job); taking turns spreads that load over all of them
+    alike, so their row ``i`` are a pair that can be compared (:func:`faster_in_pairs`).
+    """
+    names = list(urls)
+    clients = {name: _Client(url, timeout) for name, url in urls.items()}
+    rows: dict[str, list] = {name: [] for name in names}
+    try:
+        for i in range(-warmup, requests):
+            body = bodies[i % len(bodies)]
+            for k in range(len(names)):
+                name = names[(i + k) % len(names)]
+                sent_wall, sent = time.time(), time.perf_counter()
+                status, variant, retried, scores = clients[name].send(body, {"Content-Type": "application/json"})
+                if i >= 0:
+                    rows[name].append((sent_wall, time.perf_counter() - sent, status, variant, retried, None, i,
+                                       scores))
+    finally:
+        for client in clients.values():
+            client.close()
+    return {name: pd.DataFrame(rows[name], columns=LOG_COLUMNS) for name in names}
+
+
+def faster_in_pairs(fast: pd.DataFrame, slow: pd.DataFrame) -> dict:
+    """Sign test on paired requests (logs of :func:`interleaved`): is ``fast`` quicker than ``slow``?
+
+    ``wins`` counts the pairs where ``fast`` answered first; if neither server were faster, ``wins`` would be
+    Binomial(pairs, 1/2), and ``p_value`` is the chance of at least this many wins under that null.
+    """
+    from scipy.stats import binomtest
+
+    paired = fast.set_index("index")["latency_s"].to_frame("fast").join(
+        slow.set_index("index")["latency_s"].to_frame("slow"), how="inner")
+    wins = int((paired["fast"] < paired["slow"]).sum())
+    return {"pairs": len(paired), "wins": wins, "share": wins / max(len(paired), 1),
+            "median_ratio": float((paired["slow"] / paired["fast"]).median()),
+            "p_value": float(binomtest(wins, len(paired), 0.5, alternative="greater").pvalue)}
 
 
 def _predictions(raw: bytes, status: int) -> list:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import temporary_tracking
 from mlops_lab import CreditStream
-from mlops_lab.loadgen import get_text, payloads, post, run_load, summarize
+from mlops_lab.loadgen import faster_in_pairs, get_text, interleaved, payloads, post, run_load, summarize
 from mlops_lab.models import train
 from mlops_lab.servers import BackgroundServer
 from mlops_lab.serving import CreditScorer, ModelService, request_frame
@@ -154,3 +154,27 @@ def test_model_service_in_process(registry, rows):
     assert status == 200 and len(json.loads(body)["predictions"]) == 2
     assert service.invoke(b"{}", None)[0] == 415
     assert service.version == "1"
+
+
+def test_interleaved_requests_pair_up_the_servers(server, rows):
+    """Every server answers request i; the order rotates so neither always goes first."""
+    bodies = payloads(rows, rows_per_request=1)
+    logs = interleaved({"first": server.url, "second": server.url}, bodies, requests=20, warmup=2)
+    assert [len(log) for log in logs.values()] == [20, 20]
+    assert (logs["first"]["status"] == 200).all() and (logs["second"]["status"] == 200).all()
+    assert logs["first"]["index"].tolist() == logs["second"]["index"].tolist() == list(range(20))
+    went_first = (logs["first"]["t"] < logs["second"]["t"]).to_numpy()
+    assert went_first[::2].all() and not went_first[1::2].any(), "the order alternates"
+
+
+def test_the_sign_test_separates_faster_from_equal():
+    n = 60
+    fast = pd.DataFrame({"index": range(n), "latency_s": 0.001 + 0.0001 * np.arange(n) % 3 * 1e-3})
+    slow = fast.assign(latency_s=fast["latency_s"] * 2)
+    verdict = faster_in_pairs(fast, slow)
+    assert verdict["wins"] == n and verdict["p_value"] == pytest.approx(0.5 ** n)
+    assert verdict["median_ratio"] == pytest.approx(2.0)
+    assert faster_in_pairs(slow, fast)["p_value"] == 1.0
+    coin = fast.assign(latency_s=np.where(np.arange(n) % 2 == 0, 0.0005, 0.0030))
+    assert faster_in_pairs(coin, fast)["wins"] == n // 2
+    assert faster_in_pairs(coin, fast)["p_value"] > 0.4, "half the pairs won is what a fair coin does"
