@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 # No telemetry, no colour, no pager: every tool stays offline and quiet. The venv's bin/ goes first on
 # PATH because `mlflow models serve` execs `uvicorn`.
@@ -19,26 +20,26 @@ BOOK := $(BIN)/jupyter-book build . -W -n --keep-going
 
 .PHONY: book test unit chapters student student-book book-checks benchmark lock clean
 
-book: $(STAMP)
+book: $(STAMP) $(NODE_STAMP)
 	$(BOOK)
 
 # The whole suite, in the order a failure is cheapest to find.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(MAKE) unit chapters student book book-checks
 
-unit: $(STAMP)
+unit: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -m "not book" tests
 
 # Instructor notebooks: a wrong solution raises (MLOPS_LAB_STRICT_CHECKS), any cell error fails.
 # Chapters write only into workspace/: a new file under chapters/ (an MLflow ./mlruns, say) fails the run.
-chapters: $(STAMP)
+chapters: $(STAMP) $(NODE_STAMP)
 	@before=$$(git ls-files --others chapters); \
 	  MLOPS_LAB_STRICT_CHECKS=1 $(NBVAL) chapters || exit 1; \
 	  stray=$$(comm -13 <(echo "$$before") <(git ls-files --others chapters)); \
 	  if [ -n "$$stray" ]; then echo "a chapter wrote into chapters/: $$stray" >&2; exit 1; fi
 
 # Student notebooks (solutions removed) must run clean with every exercise unattempted.
-student: $(STAMP)
+student: $(STAMP) $(NODE_STAMP)
 	$(PY) tools/student_edition.py --out _build/student
 	$(NBVAL) _build/student/chapters
 
@@ -61,6 +62,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# Chapter 08's GitLab engine, gitlab-ci-local, from npm at the versions package-lock.json pins. Without npm
+# the chapter says so and runs `make ci` itself; under CI (CI=true) both engines are required.
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	elif [ "$$CI" = true ]; then echo "npm is required under CI (Node 20: apt-get install nodejs npm)" >&2; exit 1; \
+	else echo "npm not found: chapter 08 will run its pipelines without gitlab-ci-local (see instructors/setup.md)"; fi
+
 # Re-pin requirements.txt from requirements.in in a throwaway environment.
 lock:
 	rm -rf /tmp/mlops-lab-lock && $(PYTHON) -m venv /tmp/mlops-lab-lock
@@ -69,4 +77,4 @@ lock:
 	mv requirements.txt.new requirements.txt && rm -rf /tmp/mlops-lab-lock
 
 clean:
-	rm -rf _build workspace .jupyter_cache
+	rm -rf _build workspace .jupyter_cache node_modules

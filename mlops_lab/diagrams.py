@@ -164,3 +164,36 @@ def clock_figure(batch: pd.DataFrame, as_of) -> plt.Figure:
                  f"applications on {as_of.date()}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def ct_and_cicd_figure() -> plt.Figure:
+    """Which loop runs when: CI/CD (chapter 08) on a change of code, CT (chapter 07) on new data, a schedule
+    or an alarm; both end at the registry, where only a passed gate adds a version and only an approval (or
+    the CT policy) moves the alias the servers load."""
+    lanes = [
+        ("a change of code or parameters\n(a pull / merge request)", "#a1d99b",
+         ["lint, unit and\ndata tests", "dvc repro\n(run cache)", "model tests,\ngate, report", "merge, then\nregister",
+          "approve:\ndeploy"]),
+        ("new data, a schedule,\nor an alarm", "#9ecae1",
+         ["validate the\nnew data", "dvc repro", "gate", "register,\nalias moves"]),
+    ]
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    for row, (trigger, colour, steps) in enumerate(lanes):
+        y = 1.6 - row * 1.3
+        ax.text(0.0, y, trigger, ha="left", va="center", fontsize=9)
+        for k, step in enumerate(steps):
+            x = 2.3 + k * 1.45
+            ax.add_patch(plt.Rectangle((x, y - 0.35), 1.2, 0.7, facecolor=colour, edgecolor="#555555"))
+            ax.text(x + 0.6, y, step, ha="center", va="center", fontsize=8)
+            if k:
+                ax.annotate("", (x, y), (x - 0.25, y), arrowprops={"arrowstyle": "->", "color": "#555555"})
+        ax.annotate("", (9.55, 0.95), (2.3 + len(steps) * 1.45 - 0.25, y),
+                    arrowprops={"arrowstyle": "->", "color": "#555555", "connectionstyle": "arc3,rad=0"})
+    ax.add_patch(plt.Rectangle((9.55, 0.55), 1.3, 0.8, facecolor="#fdd0a2", edgecolor="#555555"))
+    ax.text(10.2, 0.95, "registry:\nmodels:/credit\n@champion", ha="center", va="center", fontsize=8)
+    ax.text(4.4, 2.25, "CI/CD, this chapter (Level 2)", fontsize=9, color="#31a354")
+    ax.text(4.4, -0.3, "CT, chapter 07 (Level 1)", fontsize=9, color="#3182bd")
+    ax.set(xlim=(-0.1, 11), ylim=(-0.45, 2.45))
+    ax.axis("off")
+    fig.tight_layout()
+    return fig

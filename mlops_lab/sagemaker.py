@@ -8,6 +8,13 @@ check (``ClarifyCheck``), the model gate (``Condition``) and ``RegisterModel`` w
 ``Fail``. :func:`trigger_rules` builds the EventBridge rules that start it: a monthly schedule, new data in the
 bucket, a CloudWatch alarm.
 
+Chapter 08's CI/CD as a SageMaker Project with GitLab: :func:`project_requests` builds the requests keyed
+``"service.Operation"``: ``CreateProject`` from the GitLab MLOps template (a Service Catalog product), the
+EventBridge rule that calls the Lambda starting the GitLab model-deploy pipeline when a version of the model
+package group is approved, the ``UpdateModelPackage`` that approves it, and CodePipeline's
+``CreatePipeline`` for the same deploy pipeline. :func:`gitlab_template_mapping` maps the AWS sample template
+(aws-samples/sagemaker-custom-project-templates, ``mlops-template-gitlab``) job by job onto the chapter's.
+
 :func:`validate_request` checks a request against botocore's copy of the service's API model, offline:
 required members, types, and enum values (botocore's own validator skips enums). Pipeline *expressions*
 (``{"Get": "Steps.Train..."}``, ``{"Std:JsonGet": ...}``) are resolved by SageMaker at run time, so each step's
@@ -265,3 +272,137 @@ def steps_table(request: dict) -> pd.DataFrame:
         rows.append({"step": step["Name"], "type": step["Type"], "runs": STEP_OPERATIONS.get(step["Type"], "-"),
                      "check": step.get("CheckType", "-"), "after": ", ".join(upstream) or "-"})
     return pd.DataFrame(rows)
+
+
+# Chapter 08: SageMaker Projects with GitLab ------------------------------------------------------------------
+
+PROJECT = "credit-risk"
+GITLAB = "https://gitlab.com"
+GITLAB_GROUP = "credit-team"
+# The token never appears in a request: the template's Lambdas read it from Secrets Manager by this ARN.
+GITLAB_TOKEN_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sagemaker-projects/gitlab-token-a1B2c3"
+TRIGGER_LAMBDA = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sagemaker-{PROJECT}-gitlab-trigger"
+PIPELINE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/credit-risk-codepipeline"
+STACK_ROLE = f"arn:aws:iam::{ACCOUNT}:role/credit-risk-cloudformation"
+# The model package group's only state change that should ship a model.
+APPROVED_PATTERN = {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
+                    "detail": {"ModelPackageGroupName": [MODEL_GROUP], "ModelApprovalStatus": ["Approved"]}}
+
+
+def _action(name: str, category: str, provider: str, configuration: dict, inputs=(), outputs=(),
+            run_order: int = 1) -> dict:
+    """One CodePipeline action; the owner is AWS for every built-in provider used here."""
+    return {"name": name, "actionTypeId": {"category": category, "owner": "AWS", "provider": provider,
+                                           "version": "1"},
+            "runOrder": run_order, "configuration": configuration,
+            "inputArtifacts": [{"name": a} for a in inputs], "outputArtifacts": [{"name": a} for a in outputs]}
+
+
+def _deploy_stack(name: str, stage: str) -> dict:
+    """A CloudFormation deploy of the endpoint template the build exported, with that stage's config."""
+    return _action(name, "Deploy", "CloudFormation", {
+        "ActionMode": "REPLACE_ON_FAILURE", "StackName": f"sagemaker-{PROJECT}-deploy-{stage}",
+        "TemplatePath": "BuildArtifact::template-export.yml",
+        "TemplateConfiguration": f"BuildArtifact::{stage}-config-export.json", "RoleArn": STACK_ROLE},
+        inputs=["BuildArtifact"])
+
+
+def deploy_codepipeline() -> dict:
+    """CodePipeline's ``CreatePipeline`` for the model-deploy repository: the GitLab CI file, AWS-native.
+
+    Source (GitLab through a CodeConnections connection), Build (CodeBuild exports the endpoint template),
+    DeployStaging (CloudFormation, then a CodeBuild test of the staging endpoint), ManualApproval (an
+    Approval action: the pipeline waits until someone approves in the console or API), DeployProd.
+    """
+    connection = f"arn:aws:codeconnections:{REGION}:{ACCOUNT}:connection/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    stages = [
+        ("Source", [_action("ModelDeployRepo", "Source", "CodeStarSourceConnection", {
+            "ConnectionArn": connection, "FullRepositoryId": f"{GITLAB_GROUP}/{PROJECT}-model-deploy",
+            "BranchName": "main"}, outputs=["SourceArtifact"])]),
+        ("Build", [_action("ExportEndpointTemplate", "Build", "CodeBuild",
+                           {"ProjectName": f"{PROJECT}-model-deploy-build"},
+                           inputs=["SourceArtifact"], outputs=["BuildArtifact"])]),
+        ("DeployStaging", [_deploy_stack("DeployStagingEndpoint", "staging"),
+                           _action("TestStagingEndpoint", "Test", "CodeBuild",
+                                   {"ProjectName": f"{PROJECT}-test-staging"}, inputs=["SourceArtifact"],
+                                   run_order=2)]),
+        ("ManualApproval", [_action("ApproveProduction", "Approval", "Manual", {
+            "CustomData": "Staging endpoint passed its tests: approve to deploy the model to production."})]),
+        ("DeployProd", [_deploy_stack("DeployProdEndpoint", "prod")]),
+    ]
+    return {"pipeline": {
+        "name": f"{PROJECT}-model-deploy", "roleArn": PIPELINE_ROLE, "pipelineType": "V2",
+        "artifactStore": {"type": "S3", "location": f"{PROJECT}-pipeline-artifacts"},
+        "stages": [{"name": name, "actions": actions} for name, actions in stages]}}
+
+
+def project_requests() -> dict[str, dict]:
+    """The requests behind a SageMaker Project with GitLab, keyed ``"service.Operation"``.
+
+    Each one passes :func:`validate_request` (``validate_request(*key.split("."), request)``).
+    """
+    rule = f"{PROJECT}-model-approved"
+    return {
+        # The GitLab MLOps template is a Service Catalog product: the IDs are the product's in your account.
+        # SageMaker fills in SageMakerProjectName and SageMakerProjectId; these are the template's own inputs.
+        "sagemaker.CreateProject": {
+            "ProjectName": PROJECT,
+            "ProjectDescription": "Credit risk model: model-build and model-deploy repositories in GitLab",
+            "ServiceCatalogProvisioningDetails": {
+                "ProductId": "prod-abcdefgh12345", "ProvisioningArtifactId": "pa-abcdefgh12345",
+                "ProvisioningParameters": [{"Key": key, "Value": value} for key, value in {
+                    "GitLabServer": GITLAB,
+                    "RepositoryBaseUrl": f"{GITLAB}/{GITLAB_GROUP}",
+                    "ModelBuildCodeRepositoryName": f"{PROJECT}-model-build",
+                    "ModelDeployCodeRepositoryName": f"{PROJECT}-model-deploy",
+                    "GitLabGroupID": "None",   # the template's spelling of "the root group"
+                    # The post's (2021) template takes the secret as a parameter; today's bakes its name in.
+                    "SecretName": GITLAB_TOKEN_SECRET}.items()]}},
+        # Only an approval ships: registering a version (PendingManualApproval) must not start a deploy.
+        "events.PutRule": {"Name": rule, "State": "ENABLED", "EventPattern": json.dumps(APPROVED_PATTERN),
+                           "Description": "Start the GitLab model-deploy pipeline when a version is approved"},
+        # A Lambda target needs no RoleArn: its resource policy lets events.amazonaws.com invoke it.
+        "events.PutTargets": {"Rule": rule, "Targets": [{"Id": "gitlab-model-deploy", "Arn": TRIGGER_LAMBDA}]},
+        # The manual approval on SageMaker's side: a person (or the CLI in their name) flips the status.
+        "sagemaker.UpdateModelPackage": {
+            "ModelPackageArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{MODEL_GROUP}/3",
+            "ModelApprovalStatus": "Approved",
+            "ApprovalDescription": "Gate passed (AUC gain above the noise); report reviewed on the merge request"},
+        "codepipeline.CreatePipeline": deploy_codepipeline(),
+    }
+
+
+def gitlab_template_mapping() -> pd.DataFrame:
+    """The AWS GitLab template (model-build + model-deploy repositories) mapped onto chapter 08's jobs."""
+    rows = [
+        ("lint", "ruff check on every pull/merge request",
+         "none: the model-build CI has one stage, `training`",
+         "tox.ini in the seed code names flake8, but no CI job runs it"),
+        ("unit tests", "pytest tests/test_features.py (code layer)",
+         "none: the seed code ships no tests",
+         "a broken feature function is found only when SageMaker training fails"),
+        ("data tests", "pytest tests/test_data.py: the data contract, failing rows named",
+         "none: preprocessing imputes missing values, checks nothing",
+         "no data contract; chapter 07's QualityCheck step would be the place"),
+        ("dvc repro", "dvc repro on the runner: prepare, featurize, train, evaluate",
+         "`training` job: run-pipeline starts the SageMaker Pipeline",
+         "compute on SageMaker; the runner holds IAM user keys as GitLab variables, not OIDC"),
+        ("model tests", "pytest tests/test_model.py: behavioural tests of the candidate",
+         "evaluation ProcessingStep writes the MSE to evaluation.json",
+         "one metric on a holdout, no behavioural tests"),
+        ("gate", "challenger vs the registered champion (chapter 07's gate)",
+         "ConditionStep: MSE <= 6.0, else the version is not registered",
+         "a fixed threshold, not a comparison with the champion"),
+        ("report", "CML-style Markdown: metrics and params diff vs main, a plot",
+         "none: metrics are read in Studio's pipeline and registry pages",
+         "nothing is posted on the merge request"),
+        ("register", "on main only: register in MLflow through the gate",
+         "RegisterModel step, status PendingManualApproval",
+         "the training job has no rules:, so a push to any branch can register"),
+        ("deploy (manual)", "approval (environment / when: manual) moves alias champion",
+         "approve in registry, EventBridge, Lambda; deploy CI: build, staging, test, prod (manual)",
+         "two approvals (registry, then the prod job); 'test staging' only echoes"),
+    ]
+    columns = ["chapter 08 (GitHub Actions / GitLab CI)", "SageMaker Projects + GitLab", "what differs"]
+    return pd.DataFrame([row[1:] for row in rows], columns=columns,
+                        index=pd.Index([row[0] for row in rows], name="job"))

@@ -1,6 +1,7 @@
-"""The SageMaker request shapes chapter 07 shows are well formed, and the validator catches what SageMaker would refuse."""
+"""The SageMaker requests of chapters 07 and 08 are well formed, and the validator catches what AWS would refuse."""
 import copy
 import json
+import re
 
 import pytest
 
@@ -49,3 +50,116 @@ def test_eventbridge_rule_needs_a_name_and_valid_state():
     del rule["Name"]
     problems = sm.request_problems("events", "PutRule", rule)
     assert any("Name" in p for p in problems) and any("'ON'" in p for p in problems)
+
+
+# Chapter 08: SageMaker Projects with GitLab
+
+def matches(pattern: dict, event: dict) -> bool:
+    """EventBridge matching for exact-value patterns: every field named must hold one of the listed values."""
+    for key, wanted in pattern.items():
+        if key not in event:
+            return False
+        if isinstance(wanted, dict):
+            if not (isinstance(event[key], dict) and matches(wanted, event[key])):
+                return False
+        elif event[key] not in wanted:
+            return False
+    return True
+
+
+def package_event(status: str, group: str = "credit-risk") -> dict:
+    """A "SageMaker Model Package State Change" event as EventBridge delivers it (fields abridged)."""
+    arn = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{group}/3"
+    return {"version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": "SageMaker Model Package State Change", "source": "aws.sagemaker",
+            "account": "123456789012", "time": "2024-04-02T09:00:00Z", "region": "us-east-1", "resources": [arn],
+            "detail": {"ModelPackageGroupName": group, "ModelPackageVersion": 3, "ModelPackageArn": arn,
+                       "ModelPackageStatus": "Completed", "ModelApprovalStatus": status}}
+
+
+def test_project_requests_are_well_formed():
+    requests = sm.project_requests()
+    assert list(requests) == ["sagemaker.CreateProject", "events.PutRule", "events.PutTargets",
+                              "sagemaker.UpdateModelPackage", "codepipeline.CreatePipeline"]
+    for key, request in requests.items():
+        sm.validate_request(*key.split("."), request)
+
+
+def test_the_project_names_the_token_secret_never_the_token():
+    details = sm.project_requests()["sagemaker.CreateProject"]["ServiceCatalogProvisioningDetails"]
+    parameters = {p["Key"]: p["Value"] for p in details["ProvisioningParameters"]}
+    assert {"GitLabServer", "ModelBuildCodeRepositoryName", "ModelDeployCodeRepositoryName"} <= set(parameters)
+    assert parameters["SecretName"].startswith("arn:aws:secretsmanager:")
+    assert not any(word in json.dumps(details).lower() for word in ("glpat-", "private_token", "password"))
+
+
+def test_the_approval_rule_calls_the_lambda_that_starts_the_deploy_pipeline():
+    requests = sm.project_requests()
+    assert requests["events.PutTargets"]["Rule"] == requests["events.PutRule"]["Name"]
+    assert requests["events.PutTargets"]["Targets"][0]["Arn"].startswith("arn:aws:lambda:")
+    assert requests["sagemaker.UpdateModelPackage"]["ModelApprovalStatus"] == "Approved"
+
+
+def test_the_event_pattern_matches_an_approval_only():
+    rule = sm.project_requests()["events.PutRule"]
+    pattern = json.loads(rule["EventPattern"])
+    assert matches(pattern, package_event("Approved"))
+    assert not matches(pattern, package_event("PendingManualApproval"))
+    assert not matches(pattern, package_event("Rejected"))
+    assert not matches(pattern, package_event("Approved", group="fraud"))
+    # The same pattern and event are a well-formed TestEventPattern request (shape only: AWS is never called).
+    sm.validate_request("events", "TestEventPattern",
+                        {"EventPattern": rule["EventPattern"], "Event": json.dumps(package_event("Approved"))})
+
+
+def test_the_codepipeline_waits_for_a_manual_approval_before_production():
+    stages = sm.project_requests()["codepipeline.CreatePipeline"]["pipeline"]["stages"]
+    assert [s["name"] for s in stages] == ["Source", "Build", "DeployStaging", "ManualApproval", "DeployProd"]
+    approval = stages[3]["actions"][0]["actionTypeId"]
+    assert (approval["category"], approval["provider"]) == ("Approval", "Manual")
+
+
+def _pop(*path):
+    def edit(request):
+        for key in path[:-1]:
+            request = request[key]
+        request.pop(path[-1])
+    return edit
+
+
+def _set(value, *path):
+    def edit(request):
+        for key in path[:-1]:
+            request = request[key]
+        request[path[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("key, edit, expected", [
+    ("sagemaker.CreateProject", _pop("ProjectName"), 'Missing required parameter in input: "ProjectName"'),
+    ("sagemaker.CreateProject", _pop("ServiceCatalogProvisioningDetails", "ProductId"), '"ProductId"'),
+    ("events.PutRule", _pop("Name"), 'Missing required parameter in input: "Name"'),
+    ("events.PutRule", _set("ON", "State"), "'ON' is not one of"),
+    ("events.PutTargets", _pop("Targets", 0, "Arn"), '"Arn"'),
+    ("sagemaker.UpdateModelPackage", _pop("ModelPackageArn"), '"ModelPackageArn"'),
+    ("sagemaker.UpdateModelPackage", _set("OK", "ModelApprovalStatus"), "ModelApprovalStatus: 'OK' is not one of"),
+    ("codepipeline.CreatePipeline", _pop("pipeline", "roleArn"), '"roleArn"'),
+    ("codepipeline.CreatePipeline", _set("Approve", "pipeline", "stages", 3, "actions", 0, "actionTypeId", "category"),
+     "category: 'Approve' is not one of"),
+], ids=["project-name", "product-id", "rule-name", "rule-state", "target-arn", "package-arn", "approval-status",
+        "pipeline-role", "action-category"])
+def test_a_broken_project_request_is_refused_with_the_problem_named(key, edit, expected):
+    request = copy.deepcopy(sm.project_requests()[key])
+    edit(request)
+    with pytest.raises(sm.InvalidRequest, match=re.escape(expected)):
+        sm.validate_request(*key.split("."), request)
+
+
+def test_the_gitlab_template_mapping_covers_the_nine_jobs_in_order():
+    table = sm.gitlab_template_mapping()
+    assert list(table.index) == ["lint", "unit tests", "data tests", "dvc repro", "model tests", "gate", "report",
+                                 "register", "deploy (manual)"]
+    assert list(table.columns) == ["chapter 08 (GitHub Actions / GitLab CI)", "SageMaker Projects + GitLab",
+                                   "what differs"]
+    cells = table.to_numpy().ravel()
+    assert all(isinstance(cell, str) and cell.strip() and "\n" not in cell for cell in cells)
