@@ -85,8 +85,12 @@ def act() -> str | None:
 
 
 def gitlab_ci_local() -> str | None:
-    local = book_root() / "node_modules" / ".bin" / GITLAB_CI_LOCAL
-    return str(local) if local.exists() else shutil.which(GITLAB_CI_LOCAL)
+    """npm's copy in the course repository (beside this package, or the book root a chapter runs in)."""
+    for root in (Path(__file__).resolve().parents[1], book_root()):
+        local = root / "node_modules" / ".bin" / GITLAB_CI_LOCAL
+        if local.exists():
+            return str(local)
+    return shutil.which(GITLAB_CI_LOCAL)
 
 
 def engines() -> pd.DataFrame:
