@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,6 +302,40 @@ def runner_config(project: CIProject) -> Path:
     return folder
 
 
+def runner_home(folder: str | Path) -> dict:
+    """A runner's own home (``folder/runner-home``), as a runner is a user of its own: HOME and XDG_CACHE_HOME.
+
+    Nothing of the student's home then reaches a job: not ~/.actrc (act's default flags), ~/.gitlab-ci-local,
+    ~/.gitconfig, nor ~/.bashrc. The last one matters most: gitlab-ci-local feeds each job's script to bash
+    through a socket, and bash then reads ~/.bashrc, as it does for ssh, whenever it is a top-level shell
+    (SHLVL unset or 0, as under a Jupyter server started by a desktop, Binder, or a backgrounded command).
+    A `pyenv init` or `conda init` there puts another Python first on PATH, and a DVC stage's `python` then
+    runs without the course's packages (ModuleNotFoundError: joblib)."""
+    home = Path(folder).resolve() / "runner-home"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / ".gitconfig").exists():      # written whole (engines started together may read it)
+        handle, draft = tempfile.mkstemp(dir=home)
+        os.write(handle, b"[user]\n    name = CI Runner\n    email = runner@example.com\n")
+        os.close(handle)
+        os.replace(draft, home / ".gitconfig")
+    # matplotlib's font cache is the one thing worth sharing: a fresh home would rebuild it in every chapter
+    # run (seconds on one core), where a self-hosted runner builds it once and keeps it.
+    return {"HOME": home, "XDG_CACHE_HOME": home / ".cache", "MPLCONFIGDIR": _matplotlib_cache()}
+
+
+def _matplotlib_cache() -> str:
+    import matplotlib
+
+    return matplotlib.get_cachedir()
+
+
+def runner_env(project: CIProject) -> dict:
+    """What the engines and their jobs run with besides the project's secrets and variables: the runner's
+    home (:func:`runner_home`) and its DVC settings (:func:`runner_config`). act keeps its copy of each job,
+    and the jobs keep matplotlib's font cache, under that home: inside the workspace, not in ~/.cache."""
+    return {**runner_home(project.repo.parent), "DVC_GLOBAL_CONFIG_DIR": runner_config(project)}
+
+
 ACT_STEP = re.compile(r"^\[(?P<workflow>[^/\]]+)/(?P<job>[^\]]+)\]\s+(?P<mark>✅|❌|⏭)\s+"
                       r"(?P<result>Success|Failure|Skipped) - (?P<phase>Main|Post|Pre)? ?"
                       r"(?P<step>.+?)(?: \[[^\]]+\])?$")
@@ -334,14 +369,11 @@ def run_github(project: CIProject, ref: str, *, event: str = "pull_request", job
     command = [exe, event, "-P", PLATFORM, "-e", str(project.runs / f"{workdir.name}.event.json"),
                "--no-cache-server", "--action-offline-mode"]
     command += [arg for name, value in project.secrets.items() for arg in ("-s", f"{name}={value}")]
-    runner = {**project.variables, "DVC_GLOBAL_CONFIG_DIR": runner_config(project)}
-    command += [arg for name, value in runner.items() for arg in ("--env", f"{name}={value}")]
+    runner = runner_env(project)
+    command += [arg for name, value in {**project.variables, **runner}.items() for arg in ("--env", f"{name}={value}")]
     if job:
         command += ["-j", job]
-    # act copies the clone into its cache folder for each job (and deletes the copy after it): keep that
-    # folder, and matplotlib's font cache that the jobs build, in the workspace rather than in ~/.cache.
-    cache = {"XDG_CACHE_HOME": project.repo.parent / "act-cache"}
-    return _run(command, "GitHub Actions (act)", ref, event, workdir, _act_jobs, cache)
+    return _run(command, "GitHub Actions (act)", ref, event, workdir, _act_jobs, runner)
 
 
 GLCI_JOB = re.compile(r"^\s*(?P<result>PASS|FAIL|WARN)\s+(?P<job>\S+)")
@@ -365,8 +397,9 @@ def run_gitlab(project: CIProject, ref: str, *, source: str = "merge_request_eve
     # gitlab-ci-local derives the project's path from origin's URL: give it one that looks like a forge's.
     _git("remote", "set-url", "origin", "git@gitlab.example.com:course/credit.git", cwd=workdir)
     _git("remote", "set-url", "--push", "origin", str(project.origin), cwd=workdir)
+    runner = runner_env(project)
     variables = {**project.secrets, **project.variables, "CI_PIPELINE_SOURCE": source,
-                 "DVC_GLOBAL_CONFIG_DIR": runner_config(project)}
+                 "DVC_GLOBAL_CONFIG_DIR": runner["DVC_GLOBAL_CONFIG_DIR"]}
     if source == "merge_request_event":
         variables |= {"CI_MERGE_REQUEST_TARGET_BRANCH_NAME": target, "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": ref}
     # On this machine, in workdir; one job at a time: a local runner has the machine's cores, and jobs of a
@@ -377,13 +410,13 @@ def run_gitlab(project: CIProject, ref: str, *, source: str = "merge_request_eve
     command += [arg for name in manual for arg in ("--manual", name)]
     if job:
         command += [job]
-    return _run(command, "GitLab CI (gitlab-ci-local)", ref, source, workdir, _gitlab_jobs)
+    return _run(command, "GitLab CI (gitlab-ci-local)", ref, source, workdir, _gitlab_jobs, runner)
 
 
 def run_make(project: CIProject, ref: str, target: str = "ci") -> PipelineRun:
     """``make <target>`` in a fresh clone: the commands both engines call, without an engine."""
     workdir = _checkout(project, ref, "make")
-    env = {**project.secrets, **project.variables, "DVC_GLOBAL_CONFIG_DIR": runner_config(project)}
+    env = {**project.secrets, **project.variables, **runner_env(project)}
     run = _run(["make", "--no-print-directory", *target.split()], "make", ref, "local", workdir,
                lambda log: pd.DataFrame(columns=["status"]).rename_axis("job"), env)
     run.jobs.loc[target, "status"] = "passed" if run.ok else "failed"

@@ -265,6 +265,51 @@ def test_feature_branches_need_no_check(protected):
     assert git("rev-parse", "feature", cwd=protected.origin).stdout.strip() == sha
 
 
+# --- the runner's own home ------------------------------------------------------------------------------
+
+@pytest.fixture
+def dotfiles_first(tmp_path, monkeypatch):
+    """A student's home whose ~/.bashrc puts a `python` without the course's packages first on PATH (as
+    `pyenv init` or `conda init` do), under a Jupyter server started without SHLVL."""
+    home, fake = tmp_path / "student-home", tmp_path / "student-home" / "bin"
+    fake.mkdir(parents=True)
+    (fake / "python").write_text("#!/bin/sh\necho 'the python from ~/.bashrc'\nexit 97\n")
+    (fake / "python").chmod(0o755)
+    (home / ".bashrc").write_text(f'export PATH="{fake}:$PATH"\n')
+    (home / ".gitconfig").write_text("[user]\n    name = Student\n    email = student@example.com\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SHLVL", raising=False)
+
+
+@pytest.fixture
+def one_job_project(tmp_path) -> cicd.CIProject:
+    """A repository whose one job, on each forge, imports one of the course's packages with `python`."""
+    repo, origin = tmp_path / "job", tmp_path / "origin.git"
+    step = 'python -c "import joblib; print(\'the course python\')"'
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "ci.yml").write_text(yaml.safe_dump(
+        {"on": {"push": {"branches": ["main"]}}, "jobs": {"job": {"runs-on": "ubuntu-latest", "steps": [{"run": step}]}}}))
+    (repo / ".gitlab-ci.yml").write_text(yaml.safe_dump({"job": {"script": [step]}}))
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "one job", cwd=repo)
+    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path)
+    git("remote", "add", "origin", str(origin), cwd=repo)
+    assert git("push", "-q", "origin", "main", cwd=repo).returncode == 0
+    return cicd.CIProject(repo, origin, secrets={})
+
+
+@needs_engines
+@pytest.mark.parametrize("run", [lambda p: cicd.run_gitlab(p, "main", source="push"),
+                                 lambda p: cicd.run_github(p, "main", event="push")], ids=["gitlab", "github"])
+def test_a_job_runs_the_course_python_whatever_the_students_bashrc_says(dotfiles_first, one_job_project, run):
+    # gitlab-ci-local feeds the job's script to bash through a socket: without the runner's own home, bash read
+    # the student's ~/.bashrc (it does so for ssh, when SHLVL is unset) and ran the fake python.
+    result = run(one_job_project)
+    assert result.ok and "the course python" in result.log, result.log[-2000:]
+    assert "the python from ~/.bashrc" not in result.log
+
+
 # --- the story, run by the real engines ------------------------------------------------------------------
 
 def use_every_feature(repo):

@@ -80,7 +80,7 @@ def _list_jobs(workdir: Path, source: str, branch: str, validate: bool) -> list[
                     f"CI_MERGE_REQUEST_SOURCE_BRANCH_NAME={branch}", "--unset-variable", "CI_COMMIT_BRANCH"]
     # gitlab-ci-local refuses an absolute --cwd: it runs in the repository.
     out = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True, timeout=60,
-                         env=cicd._environment())
+                         env=cicd._environment(**cicd.runner_home(workdir.parent)))
     if out.returncode:
         raise ValueError(cicd._strip_ansi(out.stdout + out.stderr).strip())
     return json.loads(out.stdout)
@@ -207,7 +207,7 @@ def _act_pull_request(origin: Path, branch: str) -> tuple[int, str]:
     command = [cicd.act(), "pull_request", "-P", cicd.PLATFORM, "-e", str(event),
                "--no-cache-server", "--action-offline-mode"]
     out = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True, timeout=120,
-                         env=cicd._environment())
+                         env=cicd._environment(**cicd.runner_home(origin.parent)))
     return out.returncode, cicd._strip_ansi(out.stdout + out.stderr)
 
 
