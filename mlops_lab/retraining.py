@@ -28,6 +28,7 @@ what is plumbing in it:
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -87,39 +88,61 @@ class RetrainGuard:
     ...     try: retrain()
     ...     finally: guard.release()
 
-    The lock file is created with ``O_CREAT | O_EXCL``: atomic, so two processes cannot both win it. It
-    records who holds it and why; a lock older than ``stale_after_s`` (a crashed retrain) is broken.
+    The lock is the operating system's (``fcntl.flock`` on the file, exclusive, non-blocking): two processes
+    cannot both hold it, it lasts exactly as long as its holder (a retrain of any length keeps it; no timeout
+    can expire it under a running retrain), and the kernel frees it when the holder dies, crash or kill
+    included, so a dead retrain never blocks the next one. The file records who holds it and why.
     """
 
-    def __init__(self, path: str | Path, stale_after_s: float = 3600):
-        self.path, self.stale_after_s = Path(path), stale_after_s
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
         self.suppressed: list[str] = []
+        self._held = None          # the open file whose lock this guard holds
 
     @property
     def busy(self) -> bool:
-        return self.path.exists()
+        """Whether a retrain (in this process or another) holds the lock now."""
+        if self._held is not None:
+            return True
+        probe = self._try_lock()
+        if probe is None:
+            return True
+        probe.close()
+        return False
 
     def holder(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
+            return json.loads(self.path.read_text()) if self.busy else None
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
     def acquire(self, reason: str) -> bool:
-        holder = self.holder()
-        if holder and time.time() - holder.get("since", 0) > self.stale_after_s:
-            self.path.unlink(missing_ok=True)  # the retrain that held it died long ago
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+        handle = None if self._held is not None else self._try_lock()
+        if handle is None:
             self.suppressed.append(reason)
             return False
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"reason": reason, "since": time.time(), "pid": os.getpid()}, handle)
+        handle.truncate(0)
+        handle.write(json.dumps({"reason": reason, "since": time.time(), "pid": os.getpid()}))
+        handle.flush()
+        self._held = handle
         return True
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self._held is not None:
+            self._held.truncate(0)
+            self._held.close()           # closing the file releases the lock
+            self._held = None
+
+    def _try_lock(self):
+        """The lock file opened and locked, or None if someone holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
 
 
 # ---- a simulated year on the book's clock ------------------------------------------------------------------

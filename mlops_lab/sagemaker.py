@@ -1,4 +1,4 @@
-"""Chapter 07's Level 1 pipeline as SageMaker would take it: request shapes checked offline, never sent.
+"""The book's SageMaker mappings as SageMaker would take them: request shapes checked offline, never sent.
 
 :func:`level1_pipeline_request` builds the ``CreatePipeline`` request whose ``PipelineDefinition`` (the JSON
 that the SageMaker Python SDK compiles from ``Pipeline(steps=[...]).definition()``) holds the steps of the
@@ -15,8 +15,14 @@ package group is approved, the ``UpdateModelPackage`` that approves it, and Code
 ``CreatePipeline`` for the same deploy pipeline. :func:`gitlab_template_mapping` maps the AWS sample template
 (aws-samples/sagemaker-custom-project-templates, ``mlops-template-gitlab``) job by job onto the chapter's.
 
+Chapters 10 and 11's endpoint: :func:`endpoint_requests` builds ``CreateEndpointConfig`` (blue and green
+production variants, data capture), ``UpdateEndpoint`` with a blue/green ``DeploymentConfig`` made from a
+``RolloutPlan`` (:func:`deployment_config`: all at once, canary or linear, each bake watched by the rollback
+alarms) or a rolling one (:func:`rolling_update_request`), a shadow test (``CreateInferenceExperiment``) and
+Model Monitor's data-quality schedule (``CreateMonitoringSchedule``).
+
 :func:`validate_request` checks a request against botocore's copy of the service's API model, offline:
-required members, types, and enum values (botocore's own validator skips enums). Pipeline *expressions*
+required members, types, enum values and maxima (botocore's own validator skips those two). Pipeline *expressions*
 (``{"Get": "Steps.Train..."}``, ``{"Std:JsonGet": ...}``) are resolved by SageMaker at run time, so each step's
 ``Arguments`` are checked with a placeholder string in their place, and every expression must point at a step
 or a parameter that exists. The account, bucket and role are examples (``123456789012``); image URIs are the
@@ -175,17 +181,25 @@ def _service(name: str):
 
 
 def _enum_problems(shape, value, where: str) -> list[str]:
-    """Enum values botocore's validator does not check."""
+    """What botocore's validator does not check: enum values, and maxima (numbers, string and list lengths)."""
     if isinstance(shape, StructureShape) and isinstance(value, dict):
         return [p for key, item in value.items() if key in shape.members
                 for p in _enum_problems(shape.members[key], item, f"{where}.{key}")]
     if isinstance(shape, ListShape) and isinstance(value, list):
-        return [p for i, item in enumerate(value) for p in _enum_problems(shape.member, item, f"{where}[{i}]")]
+        most = shape.metadata.get("max")
+        too_long = [f"{where}: {len(value)} items, above the maximum {most}"] if most and len(value) > most else []
+        return too_long + [p for i, item in enumerate(value)
+                           for p in _enum_problems(shape.member, item, f"{where}[{i}]")]
     if isinstance(shape, MapShape) and isinstance(value, dict):
         return [p for key, item in value.items() for p in _enum_problems(shape.value, item, f"{where}.{key}")]
     if getattr(shape, "enum", None) and isinstance(value, str) and value not in shape.enum:
         allowed = ", ".join(shape.enum[:4]) + (f", ... ({len(shape.enum)} values)" if len(shape.enum) > 4 else "")
         return [f"{where}: {value!r} is not one of {allowed}"]
+    most = shape.metadata.get("max")
+    size = len(value) if isinstance(value, str) else value if isinstance(value, (int, float)) else None
+    if most is not None and size is not None and not isinstance(value, bool) and size > most:
+        return [f"{where}: {value!r} is above the maximum {most}" if not isinstance(value, str)
+                else f"{where}: {len(value)} characters, above the maximum {most}"]
     return []
 
 
@@ -406,3 +420,118 @@ def gitlab_template_mapping() -> pd.DataFrame:
     columns = ["chapter 08 (GitHub Actions / GitLab CI)", "SageMaker Projects + GitLab", "what differs"]
     return pd.DataFrame([row[1:] for row in rows], columns=columns,
                         index=pd.Index([row[0] for row in rows], name="job"))
+
+
+# --- chapters 10 and 11: the endpoint, its rollouts, shadow tests and monitoring ----------------------------
+ENDPOINT = "credit-risk"
+INSTANCE_TYPE = "ml.m5.large"
+CAPTURE = f"{BUCKET}/capture"
+# SageMaker's own limits on a blue/green traffic shift, as fractions of the green fleet's capacity: a canary is
+# at most half of it, a linear step between a tenth and a half (deployment guardrails' documentation).
+CANARY_MAX = 0.5
+LINEAR_STEP = (0.1, 0.5)
+ROUTING_TYPES = {"all_at_once": "ALL_AT_ONCE", "canary": "CANARY", "linear": "LINEAR"}
+
+
+def _capacity(fraction: float) -> dict:
+    return {"Type": "CAPACITY_PERCENT", "Value": int(round(fraction * 100))}
+
+
+def _seconds(value: float) -> int:
+    return int(-(-value // 1))                   # whole seconds, rounded up: a bake is never shortened
+
+
+def deployment_config(plan, alarm_names: list[str], *, termination_wait_s: int = 600) -> dict:
+    """A :class:`mlops_lab.router.RolloutPlan` as ``UpdateEndpoint``'s ``DeploymentConfig``.
+
+    Every strategy bakes and rolls back automatically on SageMaker, all at once included: the alarms in
+    ``AutoRollbackConfiguration`` are watched during every bake. SageMaker has one ``WaitIntervalInSeconds`` for
+    every bake, so the plan's ``bake_s`` sets it (its ``final_bake_s`` for all at once, whose only bake is the
+    last). Raises ValueError for a plan SageMaker would refuse (a canary above half the fleet, a linear step
+    outside a tenth to a half)."""
+    if plan.strategy == "canary" and plan.canary_size > CANARY_MAX:
+        raise ValueError(f"SageMaker's canary is at most {CANARY_MAX:.0%} of the new fleet, "
+                         f"the plan asks {plan.canary_size:.0%}")
+    if plan.strategy == "linear" and not LINEAR_STEP[0] <= plan.step_size <= LINEAR_STEP[1]:
+        raise ValueError(f"SageMaker's linear step is {LINEAR_STEP[0]:.0%} to {LINEAR_STEP[1]:.0%} of the new "
+                         f"fleet, the plan asks {plan.step_size:.0%}")
+    bake = plan.final_bake_s if plan.strategy == "all_at_once" else plan.bake_s
+    routing = {"Type": ROUTING_TYPES[plan.strategy], "WaitIntervalInSeconds": _seconds(bake)}
+    if plan.strategy == "canary":
+        routing["CanarySize"] = _capacity(plan.canary_size)
+    if plan.strategy == "linear":
+        routing["LinearStepSize"] = _capacity(plan.step_size)
+    return {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing,
+                                      "TerminationWaitInSeconds": termination_wait_s},
+            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarm_names]}}
+
+
+def update_endpoint_request(plan, alarm_names: list[str], config: str = f"{ENDPOINT}-green") -> dict:
+    """``UpdateEndpoint``: move the endpoint to the green configuration as ``plan`` says, guarded by alarms."""
+    return {"EndpointName": ENDPOINT, "EndpointConfigName": config,
+            "DeploymentConfig": deployment_config(plan, alarm_names)}
+
+
+def rolling_update_request(batch: float, wait_s: int, alarm_names: list[str],
+                           config: str = f"{ENDPOINT}-green") -> dict:
+    """``UpdateEndpoint`` with a rolling deployment: the fleet is replaced ``batch`` of its capacity at a time
+    (no second full fleet, unlike blue/green), baking ``wait_s`` after each batch, rolled back on an alarm."""
+    return {"EndpointName": ENDPOINT, "EndpointConfigName": config, "DeploymentConfig": {
+        "RollingUpdatePolicy": {"MaximumBatchSize": _capacity(batch), "WaitIntervalInSeconds": wait_s,
+                                "RollbackMaximumBatchSize": _capacity(1.0)},
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarm_names]}}}
+
+
+def endpoint_config_request(champion: str, challenger: str, challenger_weight: float,
+                            capture_percent: int) -> dict:
+    """``CreateEndpointConfig``: blue and green production variants with their weights, and data capture."""
+    variants = [{"VariantName": name, "ModelName": model, "InstanceType": INSTANCE_TYPE,
+                 "InitialInstanceCount": 1, "InitialVariantWeight": weight}
+                for name, model, weight in (("blue", champion, 1 - challenger_weight),
+                                            ("green", challenger, challenger_weight))]
+    return {"EndpointConfigName": f"{ENDPOINT}-green", "ProductionVariants": variants,
+            "DataCaptureConfig": {"EnableCapture": True, "InitialSamplingPercentage": capture_percent,
+                                  "DestinationS3Uri": CAPTURE,
+                                  "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}}
+
+
+def shadow_test_request(champion: str, challenger: str, sampling_percent: int) -> dict:
+    """``CreateInferenceExperiment`` of type ShadowMode: a copy of ``sampling_percent`` of the champion's
+    traffic goes to the challenger, whose answers are captured and never returned."""
+    def variant(name, model):
+        return {"ModelName": model, "VariantName": name, "InfrastructureConfig": {
+            "InfrastructureType": "RealTimeInference",
+            "RealTimeInferenceConfig": {"InstanceType": INSTANCE_TYPE, "InstanceCount": 1}}}
+
+    return {"Name": f"{ENDPOINT}-shadow", "Type": "ShadowMode", "RoleArn": ROLE, "EndpointName": ENDPOINT,
+            "ModelVariants": [variant("blue", champion), variant("green", challenger)],
+            "DataStorageConfig": {"Destination": f"{CAPTURE}/shadow"},
+            "ShadowModeConfig": {"SourceModelVariantName": "blue", "ShadowModelVariants": [
+                {"ShadowModelVariantName": "green", "SamplingPercentage": sampling_percent}]}}
+
+
+def monitoring_schedule_request(schedule: str = "cron(0 * ? * * *)") -> dict:
+    """``CreateMonitoringSchedule``: Model Monitor's data-quality job on the captured requests, every hour,
+    against the baseline statistics and constraints of the training data."""
+    return {"MonitoringScheduleName": f"{ENDPOINT}-data-quality", "MonitoringScheduleConfig": {
+        "ScheduleConfig": {"ScheduleExpression": schedule}, "MonitoringType": "DataQuality",
+        "MonitoringJobDefinition": {
+            "BaselineConfig": {"ConstraintsResource": {"S3Uri": f"{BUCKET}/baseline/constraints.json"},
+                               "StatisticsResource": {"S3Uri": f"{BUCKET}/baseline/statistics.json"}},
+            "MonitoringInputs": [{"EndpointInput": {"EndpointName": ENDPOINT,
+                                                    "LocalPath": "/opt/ml/processing/input"}}],
+            "MonitoringOutputConfig": {"MonitoringOutputs": [{"S3Output": {
+                "S3Uri": f"{BUCKET}/monitoring", "LocalPath": "/opt/ml/processing/output"}}]},
+            "MonitoringResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
+                                                      "VolumeSizeInGB": 20}},
+            "MonitoringAppSpecification": {"ImageUri": MONITOR_IMAGE},
+            "RoleArn": ROLE}}}
+
+
+def endpoint_requests(plan, alarm_names: list[str]) -> dict[str, dict]:
+    """Every request chapters 10 and 11 map onto, keyed ``"service.Operation"`` (two UpdateEndpoint ones)."""
+    return {"sagemaker.CreateEndpointConfig": endpoint_config_request("credit-v1", "credit-v2", 0.0, 20),
+            "sagemaker.UpdateEndpoint": update_endpoint_request(plan, alarm_names),
+            "sagemaker.UpdateEndpoint (rolling)": rolling_update_request(0.25, 300, alarm_names),
+            "sagemaker.CreateInferenceExperiment": shadow_test_request("credit-v1", "credit-v2", 100),
+            "sagemaker.CreateMonitoringSchedule": monitoring_schedule_request()}

@@ -94,6 +94,16 @@ def check_sagemaker_admonition(nb) -> list[str]:
         "no {admonition}/{note}/{tip} whose title mentions SageMaker"]
 
 
+def check_production_note(nb) -> list[str]:
+    """Every chapter after the first says what production uses, beside its SageMaker box."""
+    first = next((cell.source for cell in nb.cells if cell.cell_type == "code"), "")
+    if re.search(r"start_chapter\(\s*['\"]01_", first):
+        return []
+    titles = [arg for name in ("admonition", "note") for arg, _ in directives(markdown_of(nb), name)]
+    return [] if any(title.strip() == "What production uses" for title in titles) else [
+        "no {admonition} What production uses (the tools that do at scale what the chapter did by hand)"]
+
+
 def check_exercises(nb) -> list[str]:
     text = markdown_of(nb)
     starts, ends = directives(text, "exercise-start"), directives(text, "exercise-end")
@@ -171,7 +181,8 @@ def check_clock(nb) -> list[str]:
 
 CHAPTER_CHECKS = {
     "overview": check_overview, "prerequisites": check_prerequisites,
-    "sagemaker_admonition": check_sagemaker_admonition, "exercises": check_exercises,
+    "sagemaker_admonition": check_sagemaker_admonition, "production_note": check_production_note,
+    "exercises": check_exercises,
     "gated_solutions": check_gated_solutions, "solution_blocks": check_solution_blocks,
     "summary": check_summary, "further_reading": check_further_reading,
     "first_code_cell": check_first_code_cell, "no_outputs": check_no_outputs, "clock": check_clock,
@@ -292,8 +303,9 @@ def good_chapter():
     """A minimal chapter that passes every chapter check."""
     md, code = new_markdown_cell, new_code_cell
     cells = [md("# 1. T\n\n## Overview\n\n**Learning objectives.** Learn.\n\n**Prerequisites.** None.\n"),
-             code('from mlops_lab import start_chapter\nchapter = start_chapter("01_t")'),
-             md("```{admonition} SageMaker equivalent\n:class: tip\nSageMaker Pipelines.\n```\n\n## Summary\n\n"
+             code('from mlops_lab import start_chapter\nchapter = start_chapter("02_t")'),
+             md("```{admonition} SageMaker equivalent\n:class: tip\nSageMaker Pipelines.\n```\n\n"
+                "```{admonition} What production uses\n:class: note\nAirflow.\n```\n\n## Summary\n\n"
                 "Done.\n\n## Exercises")]
     for n in (1, 2, 3):
         cells += [md(f"```{{exercise-start}}\n:label: ex-{n}\n```\nDo {n}.\n```{{exercise-end}}\n```"),
@@ -333,6 +345,7 @@ BREAKAGES = {
     "overview": replace_in("Learning objectives", "Goals"),
     "prerequisites": replace_in("**Prerequisites.**", "Needs:"),
     "sagemaker_admonition": replace_in("SageMaker equivalent", "Elsewhere"),
+    "production_note": replace_in("What production uses", "Elsewhere too"),
     "exercises": drop_cells(lambda c: "ex-3\n" in c.source or "ex-3 " in c.source),
     "gated_solutions": replace_in(":class: dropdown", ":class: plain"),
     "solution_blocks": drop_cells(lambda cell: cell.source.startswith("```{solution-end}")),

@@ -1,7 +1,10 @@
 """Retraining: the data contract and quarantine, the guard against re-triggering, the simulated year on the clock."""
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+import signal
 import time
 
 import numpy as np
@@ -113,12 +116,68 @@ def test_guard_suppresses_while_busy_and_across_processes(tmp_path):
     guard.release()
 
 
-def test_guard_breaks_a_stale_lock(tmp_path):
-    old = RetrainGuard(tmp_path / "retrain.lock", stale_after_s=0.05)
-    assert old.acquire("a retrain that crashed")
-    time.sleep(0.1)
-    assert old.acquire("the next alarm")
-    old.release()
+def _hold(path, ready, stop):
+    """A retrain in another process: takes the lock, says so, and holds it until told to stop (or killed)."""
+    guard = RetrainGuard(path)
+    ready.put(guard.acquire("a long retrain"))
+    stop.wait(60)
+    guard.release()
+
+
+def _holder(path):
+    fork = multiprocessing.get_context("fork")
+    ready, stop = fork.Queue(), fork.Event()
+    process = fork.Process(target=_hold, args=(path, ready, stop))
+    process.start()
+    assert ready.get(timeout=10) is True
+    return process, stop
+
+
+def test_a_long_retrain_keeps_its_lock_however_old(tmp_path):
+    path = tmp_path / "retrain.lock"
+    process, stop = _holder(path)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "since": time.time() - 30 * 24 * 3600}))   # started a month ago
+    try:
+        assert not RetrainGuard(path).acquire("the next alarm"), "a running retrain lost its lock to a timeout"
+    finally:
+        stop.set()
+        process.join(10)
+
+
+def test_a_killed_retrain_frees_the_lock(tmp_path):
+    path = tmp_path / "retrain.lock"
+    process, _ = _holder(path)
+    assert RetrainGuard(path).busy
+    os.kill(process.pid, signal.SIGKILL)            # a crash: no release() runs
+    process.join(10)
+    guard = RetrainGuard(path)
+    assert not guard.busy and guard.acquire("the next alarm")
+    guard.release()
+
+
+def _race(path, start, results):
+    start.wait(10)
+    guard = RetrainGuard(path)
+    won = guard.acquire("racing")
+    results.put(won)
+    time.sleep(0.2)                                 # hold it while the other one tries
+    guard.release()
+
+
+def test_two_processes_never_both_take_the_lock(tmp_path):
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        path = tmp_path / f"retrain-{round_}.lock"
+        path.write_text(json.dumps({"reason": "a retrain that died", "since": 0, "pid": 1}))   # left behind
+        start, results = fork.Barrier(2), fork.Queue()
+        racers = [fork.Process(target=_race, args=(path, start, results)) for _ in range(2)]
+        for racer in racers:
+            racer.start()
+        won = sorted(results.get(timeout=10) for _ in racers)
+        for racer in racers:
+            racer.join(10)
+        assert won == [False, True], f"round {round_}: {won}"
 
 
 # ---- the simulated year on the clock ----------------------------------------------------------------------

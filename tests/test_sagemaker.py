@@ -1,4 +1,4 @@
-"""The SageMaker requests of chapters 07 and 08 are well formed, and the validator catches what AWS would refuse."""
+"""The SageMaker requests of chapters 07, 08, 10 and 11 are well formed, and the validator catches what AWS would refuse."""
 import copy
 import json
 import re
@@ -6,6 +6,7 @@ import re
 import pytest
 
 from mlops_lab import sagemaker as sm
+from mlops_lab.router import RolloutPlan
 
 
 def definition_request(edit) -> dict:
@@ -163,3 +164,68 @@ def test_the_gitlab_template_mapping_covers_the_nine_jobs_in_order():
                                    "what differs"]
     cells = table.to_numpy().ravel()
     assert all(isinstance(cell, str) and cell.strip() and "\n" not in cell for cell in cells)
+
+
+# --- chapters 10 and 11: rollouts, shadow tests, capture and monitoring --------------------------------------
+ALARMS = ["credit-green-5xx", "credit-green-p99"]
+PLANS = [RolloutPlan("all_at_once", final_bake_s=5), RolloutPlan("canary", canary_size=0.2, bake_s=3),
+         RolloutPlan("linear", step_size=0.25, bake_s=2.5)]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda plan: plan.strategy)
+def test_every_endpoint_request_is_well_formed(plan):
+    for key, request in sm.endpoint_requests(plan, ALARMS).items():
+        service, operation = key.split(" ")[0].split(".")
+        sm.validate_request(service, operation, request)
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda plan: plan.strategy)
+def test_every_strategy_bakes_and_rolls_back_on_the_alarms(plan):
+    config = sm.deployment_config(plan, ALARMS)
+    routing = config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == sm.ROUTING_TYPES[plan.strategy]
+    bake = plan.final_bake_s if plan.strategy == "all_at_once" else plan.bake_s
+    assert routing["WaitIntervalInSeconds"] == -(-bake // 1) > 0        # rounded up, never shortened
+    assert [alarm["AlarmName"] for alarm in config["AutoRollbackConfiguration"]["Alarms"]] == ALARMS
+
+
+def test_canary_and_linear_sizes_are_capacity_percentages():
+    canary = sm.deployment_config(PLANS[1], ALARMS)["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    linear = sm.deployment_config(PLANS[2], ALARMS)["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert canary["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": 20}
+    assert linear["LinearStepSize"] == {"Type": "CAPACITY_PERCENT", "Value": 25}
+
+
+@pytest.mark.parametrize("plan, expected", [
+    (RolloutPlan("canary", canary_size=0.6), "canary is at most 50%"),
+    (RolloutPlan("linear", step_size=0.05), "linear step is 10% to 50%"),
+    (RolloutPlan("linear", step_size=1.0), "linear step is 10% to 50%")])
+def test_a_plan_sagemaker_cannot_run_is_refused(plan, expected):
+    with pytest.raises(ValueError, match=expected):
+        sm.deployment_config(plan, ALARMS)
+
+
+def test_the_validator_checks_the_maxima_botocore_skips():
+    request = sm.update_endpoint_request(RolloutPlan("canary", bake_s=4000), ALARMS)   # a bake over an hour
+    with pytest.raises(sm.InvalidRequest, match="WaitIntervalInSeconds: 4000 is above the maximum 3600"):
+        sm.validate_request("sagemaker", "UpdateEndpoint", request)
+    too_many = sm.update_endpoint_request(PLANS[1], [f"alarm-{k}" for k in range(11)])  # at most 10 alarms
+    with pytest.raises(sm.InvalidRequest, match="Alarms: 11 items, above the maximum 10"):
+        sm.validate_request("sagemaker", "UpdateEndpoint", too_many)
+
+
+def test_a_rolling_update_replaces_the_fleet_in_batches_and_rolls_back_at_once():
+    policy = sm.rolling_update_request(0.25, 300, ALARMS)["DeploymentConfig"]["RollingUpdatePolicy"]
+    assert policy["MaximumBatchSize"] == {"Type": "CAPACITY_PERCENT", "Value": 25}
+    assert policy["RollbackMaximumBatchSize"]["Value"] == 100
+
+
+def test_the_shadow_test_copies_the_champions_traffic_to_the_challenger():
+    request = sm.shadow_test_request("credit-v1", "credit-v2", 100)
+    assert request["Type"] == "ShadowMode"
+    assert request["ShadowModeConfig"] == {"SourceModelVariantName": "blue", "ShadowModelVariants": [
+        {"ShadowModelVariantName": "green", "SamplingPercentage": 100}]}
+    broken = copy.deepcopy(request)
+    broken["Type"] = "Shadow"
+    with pytest.raises(sm.InvalidRequest, match="'Shadow' is not one of ShadowMode"):
+        sm.validate_request("sagemaker", "CreateInferenceExperiment", broken)
