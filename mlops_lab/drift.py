@@ -27,6 +27,12 @@ window in a few vectorised NumPy passes: 100,000 rows x 20 features take well un
 (``tools/bench_drift.py``). Its decision uses per-feature thresholds, and corrects the p-values for testing
 many features at once (Holm by default): with 11 features and alpha = 0.05 each, an uncorrected monitor
 raises a false alarm on about 43 % of perfectly stable windows.
+
+What the statistics cannot see is judged around them. The share of ``missing`` values is a statistic of its own:
+a feature whose share rises by more than ``MISSING_TOLERANCE`` is flagged (status ``missing values``), since the
+distances only see the values that arrived. A feature with no value in the window gets no statistic and the
+status ``INSUFFICIENT_DATA``, never "drifted". Numbers used as categories are normalised (1, 1.0 and a float
+column's 1.0 are one category), and a value that is not a finite number is an error naming its column and rows.
 """
 from __future__ import annotations
 
@@ -40,6 +46,12 @@ from scipy import stats
 EPS = 1e-4  # floor for an empty bin's proportion in PSI (ln 0 is undefined); a common choice
 DISTANCES = ("psi", "js", "wasserstein_std", "linf")
 DEFAULT_THRESHOLDS = {"psi": 0.2, "js": 0.1, "wasserstein_std": 0.1, "linf": 0.1}
+# A feature whose share of missing values rises by more than this (absolute, over the reference's share) is
+# flagged whatever its distribution: the statistics above see only the values that arrived, so a window that is
+# 90 % missing would otherwise read as stable. Two points: a rule of thumb, like SageMaker Model Monitor's
+# completeness check; override it with thresholds={"missing": ...}.
+MISSING_TOLERANCE = 0.02
+NO_DATA = "INSUFFICIENT_DATA"    # a feature with no value in the window: no statistic, no decision
 CORRECTIONS = ("none", "bonferroni", "holm", "bh")
 
 
@@ -230,7 +242,7 @@ class DriftDetector:
         missing = [c for c in [*self.numeric, *self.categorical] if c not in self.reference.columns]
         if missing:
             raise KeyError(f"reference has no column(s) {missing}")
-        values = self.reference[self.numeric].to_numpy(dtype=float)
+        values = _numeric(self.reference, self.numeric, "the reference")
         if np.isnan(values).any():
             raise ValueError("the reference has missing numeric values; clean it first")
         ordered = np.sort(values, axis=0)
@@ -239,6 +251,7 @@ class DriftDetector:
             edges = quantile_edges(ordered[:, j], self.bins)
             self._num[name] = _NumericRef(ordered[:, j].copy(), edges, sorted_proportions(ordered[:, j], edges),
                                           float(values[:, j].std()))
+        self._missing = {name: float(self.reference[name].isna().mean()) for name in [*self.numeric, *self.categorical]}
         self._cat = {}
         for name in self.categorical:
             counts = _counts(self.reference[name])
@@ -250,18 +263,23 @@ class DriftDetector:
         own = self.thresholds.get(feature)
         if isinstance(own, Mapping) and distance in own:
             return float(own[distance])
-        return float(self.thresholds.get(distance, DEFAULT_THRESHOLDS[distance]))
+        default = MISSING_TOLERANCE if distance == "missing" else DEFAULT_THRESHOLDS[distance]
+        return float(self.thresholds.get(distance, default))
 
     def compare(self, current: pd.DataFrame) -> pd.DataFrame:
         """Every statistic for every feature, the corrected p-values and the decision, one row a feature."""
         names, kinds, n = [], [], []
         columns = {key: [] for key in ("psi", "js", "linf", "ks", "wasserstein", "wasserstein_std", "chi2", "dof")}
-        values = np.sort(np.column_stack([current[c].to_numpy(dtype=float) for c in self.numeric])
-                         if self.numeric else np.empty((len(current), 0)), axis=0)  # one sort for every column  # one sort for every column
+        values = np.sort(_numeric(current, self.numeric, "the window"), axis=0)   # one sort for every column
         for j, name in enumerate(self.numeric):
             ref = self._num[name]
             cur = values[:, j]
             cur = cur[: len(cur) - int(np.isnan(cur).sum())]  # NaNs sort last
+            if not len(cur):
+                names.append(name), kinds.append("numeric"), n.append(0)
+                for key in columns:
+                    columns[key].append(np.nan)
+                continue
             p_cur = sorted_proportions(cur, ref.edges)
             ks, w = cdf_gaps(ref.sorted_values, cur)
             names.append(name), kinds.append("numeric"), n.append(len(cur))
@@ -278,9 +296,13 @@ class DriftDetector:
             cur_counts = np.zeros(len(ref_counts))
             for label, count in counts.items():
                 cur_counts[ref.index[label] if label in ref.index else len(ref.counts) + unseen.index(label)] = count
-            p_ref, p_cur = ref_counts / ref_counts.sum(), cur_counts / max(cur_counts.sum(), 1)
-            chi2, dof = chi2_statistic(ref_counts, cur_counts)
             names.append(name), kinds.append("categorical"), n.append(int(cur_counts.sum()))
+            if not cur_counts.sum():
+                for key in columns:
+                    columns[key].append(np.nan)
+                continue
+            p_ref, p_cur = ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()
+            chi2, dof = chi2_statistic(ref_counts, cur_counts)
             for key, value in (("psi", psi(p_ref, p_cur)), ("js", js_distance(p_ref, p_cur)),
                                ("linf", float(np.abs(p_cur - p_ref).max())), ("ks", np.nan),
                                ("wasserstein", np.nan), ("wasserstein_std", np.nan), ("chi2", chi2), ("dof", dof)):
@@ -294,19 +316,52 @@ class DriftDetector:
         tested = ~numeric & (stat["dof"] > 0)
         if tested.any():
             p_value[tested] = stats.chi2.sf(stat["chi2"][tested], stat["dof"][tested])
-        p_adjusted = adjust_pvalues(p_value, self.correction)
+        empty = n == 0
+        p_value[empty] = np.nan
+        p_adjusted = np.full(len(names), np.nan)
+        p_adjusted[~empty] = adjust_pvalues(p_value[~empty], self.correction)   # only what was tested
         if self.rule == "test":
             drifted = p_adjusted < self.alpha
         else:
             drifted = stat[self.rule] > np.array([self.threshold(f, self.rule) for f in names])
+        missing = np.array([float(current[f].isna().mean()) if len(current) else np.nan for f in names])
+        missing_rose = missing - np.array([self._missing[f] for f in names]) > \
+            np.array([self.threshold(f, "missing") for f in names])
+        status = np.where(empty, NO_DATA, np.where(missing_rose, "missing values",
+                                                   np.where(drifted, "drifted", "stable")))
         del stat["dof"]
-        return pd.DataFrame({"kind": kinds, "n": n, **stat, "test": np.where(numeric, "ks", "chi2"),
-                             "p_value": p_value, "p_adjusted": p_adjusted, "drifted": drifted},
-                            index=pd.Index(names, name="feature"))
+        return pd.DataFrame({"kind": kinds, "n": n, "missing": missing, **stat, "test": np.where(numeric, "ks", "chi2"),
+                             "p_value": p_value, "p_adjusted": p_adjusted, "drifted": (drifted | missing_rose) & ~empty,
+                             "status": status}, index=pd.Index(names, name="feature"))
 
     @staticmethod
     def drifted(report: pd.DataFrame) -> list[str]:
         return list(report.index[report["drifted"]])
+
+
+def _numeric(frame: pd.DataFrame, columns: list[str], what: str) -> np.ndarray:
+    """The numeric columns as one float array; a value that is not a number, or is infinite, is an error that
+    names the column and the first rows (an infinity would turn the Wasserstein distance into NaN)."""
+    if not columns:
+        return np.empty((len(frame), 0))
+    arrays = []
+    for name in columns:
+        column = pd.to_numeric(frame[name], errors="coerce")
+        bad = frame.index[(column.isna() & frame[name].notna()) | np.isinf(column.to_numpy(dtype=float))]
+        if len(bad):
+            raise ValueError(f"{what}: column {name!r} has {len(bad)} value(s) that are not finite numbers, in rows "
+                             f"{list(bad[:5])}: {list(frame.loc[bad[:3], name])}")
+        arrays.append(column.to_numpy(dtype=float))
+    return np.column_stack(arrays)
+
+
+def _label(value) -> str:
+    """A category as text, with numbers normalised: 1, 1.0 and np.int64(1) are the same category '1' (a float
+    column that holds one missing value would otherwise read as a new category for every value)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and \
+            float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _counts(column: pd.Series) -> dict:
@@ -314,9 +369,9 @@ def _counts(column: pd.Series) -> dict:
     if isinstance(column.dtype, pd.CategoricalDtype):  # fast path: count the integer codes
         codes = column.cat.codes.to_numpy()
         counts = np.bincount(codes[codes >= 0], minlength=len(column.cat.categories))
-        pairs = zip(map(str, column.cat.categories), counts.tolist())
+        pairs = zip(map(_label, column.cat.categories), counts.tolist())
     else:
-        pairs = column.dropna().astype(str).value_counts(sort=False).items()
+        pairs = column.dropna().map(_label).value_counts(sort=False).items()
     out: dict = {}
     for label, count in pairs:
         out[label] = out.get(label, 0) + count

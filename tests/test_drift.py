@@ -175,3 +175,66 @@ def test_correction_lowers_false_alarms_on_stable_windows():
             alarms[method] += bool(detector.compare(stream.month(0, replicate=replicate))["drifted"].any())
     assert alarms["holm"] < alarms["none"]
     assert alarms["holm"] <= 6
+
+
+# ---- awkward windows: missing values, no data, numbers as categories, infinities ---------------------------
+def awkward_reference(n=2000, seed=3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"income": rng.normal(50, 10, n), "term": rng.choice([12, 24, 36], n)})
+
+
+def same_distribution(n=1000, seed=4) -> pd.DataFrame:
+    return awkward_reference(n, seed)
+
+
+@pytest.mark.parametrize("rule", ["test", "psi"])
+def test_a_window_that_is_mostly_missing_is_flagged(rule):
+    detector = DriftDetector(awkward_reference(), numeric=["income"], categorical=["term"], rule=rule)
+    window = same_distribution()
+    window.loc[window.index[:900], "income"] = np.nan              # 90 % missing, the rest as usual
+    report = detector.compare(window)
+    assert report.loc["income", "missing"] == pytest.approx(0.9)
+    assert report.loc["income", "drifted"] and report.loc["income", "status"] == "missing values"
+    assert not report.loc["term", "drifted"] and report.loc["term", "status"] == "stable"
+
+
+def test_a_missing_share_within_the_tolerance_is_not_flagged():
+    detector = DriftDetector(awkward_reference(), numeric=["income"], categorical=["term"])
+    window = same_distribution()
+    window.loc[window.index[:10], "income"] = np.nan               # 1 %: under the 2-point tolerance
+    assert detector.compare(window).loc["income", "status"] == "stable"
+
+
+@pytest.mark.parametrize("rule", ["test", "psi", "js", "linf"])
+def test_an_empty_window_is_insufficient_data_not_drift(rule):
+    detector = DriftDetector(awkward_reference(), numeric=["income"], categorical=["term"], rule=rule)
+    report = detector.compare(same_distribution().iloc[:0])
+    assert list(report["status"]) == ["INSUFFICIENT_DATA"] * 2
+    assert not report["drifted"].any() and report["psi"].isna().all() and report["p_adjusted"].isna().all()
+
+
+def test_a_feature_with_no_values_is_insufficient_data_and_the_others_are_still_judged():
+    detector = DriftDetector(awkward_reference(), numeric=["income"], categorical=["term"], rule="psi")
+    window = same_distribution()
+    window["term"] = np.nan
+    report = detector.compare(window)
+    assert report.loc["term", "status"] == "INSUFFICIENT_DATA" and not report.loc["term", "drifted"]
+    assert report.loc["income", "status"] == "stable"
+
+
+def test_numbers_as_categories_are_one_category_whatever_their_type():
+    detector = DriftDetector(awkward_reference(), numeric=["income"], categorical=["term"])
+    window = same_distribution()
+    window["term"] = window["term"].astype(float)
+    window.loc[window.index[0], "term"] = np.nan                   # one missing value: the column is float
+    report = detector.compare(window)
+    assert report.loc["term", "chi2"] < 10 and report.loc["term", "status"] == "stable", report.loc["term"]
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, "n/a"])
+def test_a_value_that_is_not_a_finite_number_is_an_error_naming_the_column_and_rows(bad):
+    detector = DriftDetector(awkward_reference(), numeric=["income"], categorical=["term"])
+    window = same_distribution().astype({"income": object})
+    window.loc[[7, 42], "income"] = bad
+    with pytest.raises(ValueError, match=r"the window: column 'income' has 2 value\(s\) .* rows \[7, 42\]"):
+        detector.compare(window)
