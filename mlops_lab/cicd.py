@@ -207,7 +207,7 @@ def register_main_model(project: CIProject) -> str:
     import mlflow
     from mlflow import MlflowClient
 
-    from .registry import PIP_REQUIREMENTS
+    from .registry import PIP_REQUIREMENTS, set_alias
 
     name = project.variables["MODEL_NAME"]
     with mlflow.start_run(run_name="main, first release"):
@@ -215,7 +215,7 @@ def register_main_model(project: CIProject) -> str:
                                         pip_requirements=PIP_REQUIREMENTS)
     version = mlflow.register_model(info.model_uri, name, tags={"git_commit": _git("rev-parse", "HEAD",
                                                                                   cwd=project.repo)})
-    MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    set_alias(name, "champion", version.version, MlflowClient())
     return str(version.version)
 
 

@@ -16,21 +16,33 @@ the router picks a variant, forwards the request over a kept-alive connection an
   live requests is sent to green off the request path, and the two answers are compared;
 - **deployments** with guardrails (SageMaker deployment guardrails): ``all_at_once``, ``canary`` and
   ``linear`` traffic shifting, each step followed by a *baking* period watched by alarms; any alarm during
-  a bake rolls all traffic back to blue; a deployment that survives its final bake ends with the
-  **blue/green switch**, green taking 100 % in one atomic step.
+  a bake rolls all traffic back to blue; a step passes only when green served enough requests to judge
+  (no evidence, no promotion: a step that stays inconclusive is rolled back); a deployment that survives
+  its final bake ends with the **blue/green switch**, green taking 100 % in one atomic step.
 
 The deployment logic is a pure state machine (:class:`Deployment` with :class:`RolloutPlan` and
 :class:`Alarm`), driven here by the router's clock and by :func:`simulate_rollout` in a fast offline
 simulation: the chapter's widget runs the very same code.
 
-Retry policy: a request whose backend cannot be reached (connection refused or reset, timeout) is retried
-once on the other variant, so a dead green costs no client request; the failure still counts as a green
-error for the alarms. An HTTP answer (even a 5xx) is passed to the client as it is, never retried.
+Failure policy: the router never routes around the plan. A request whose variant cannot be reached
+(connection refused or reset, timeout) may only go to another replica of the *same* variant; each variant
+has one backend here, so there is none, and the client gets a 503 ``{"error_code": "VARIANT_UNAVAILABLE",
+"message": "the green variant is unreachable: ..."}`` with ``X-Variant`` naming that variant. Sending it to
+the other variant instead would give a canary's clients a release nobody has judged, a shadow test's clients
+the shadow, and an A/B test's user the other arm. The failure counts as that variant's error (a green that
+cannot be reached counts against green's alarms, which then roll the canary back). A kept-alive connection
+the backend closed meanwhile is reopened once (same backend). An HTTP answer (even a 5xx) is passed to the
+client as it is, never retried.
 
 Admin API (JSON): ``GET /admin/state``; ``POST /admin/traffic`` ``{"green_weight", "sticky", "salt",
 "shadow_fraction", "capture_sample"}``; ``POST /admin/deploy`` ``{"strategy", "canary_size", "step_size",
 "bake_s", "final_bake_s", "alarms": [{"metric", "threshold", ...}]}``; ``POST /admin/rollback``;
 ``POST /admin/switch`` (green takes 100 % at once); ``POST /admin/backends`` ``{"blue", "green"}``.
+Every field is checked before anything changes: weights and shares are finite numbers in [0, 1], bake
+times finite and > 0, backends ``http://127.0.0.1:<port>`` or ``http://localhost:<port>``, and unknown
+fields are refused; a refusal is a 400 ``{"error_code": "INVALID_PARAMETER_VALUE", "field", "message"}``.
+A route asked with a method it does not take answers 405 in JSON with an ``Allow`` header (``HEAD`` is
+answered on ``/ping`` and ``/health``).
 
 Prometheus metrics (``GET /metrics``), names kept stable for the monitoring chapter:
 
@@ -40,7 +52,8 @@ metric                                type       labels / meaning
 ``router_requests_total``             counter    ``variant``, ``code``: client requests answered
 ``router_request_duration_seconds``   histogram  ``variant``: time from request received to answer sent
 ``router_prediction``                 histogram  ``variant``: each score returned to a client
-``router_retries_total``              counter    ``variant``: failed backend the retry came from
+``router_retries_total``              counter    ``variant``: failovers to another replica of that variant
+                                                 (none today: one backend per variant; kept for dashboards)
 ``router_backend_errors_total``       counter    ``variant``: unreachable backend or 5xx
 ``router_green_weight``               gauge      share of traffic routed to green now
 ``router_alarm``                      gauge      ``alarm``: 1 while the alarm is in ALARM
@@ -62,7 +75,7 @@ key                   type             meaning
 ``request_id``        str              unique id (also sent back as ``X-Request-Id``)
 ``variant``           str              ``blue`` or ``green``: the variant that answered
 ``shadow``            bool             true for the shadow copy sent to green (the client saw blue's)
-``status``            int              HTTP status of the answer (502: no backend reachable)
+``status``            int              HTTP status of the answer (503: the variant was unreachable)
 ``latency_ms``        float            time in the router, or green's time for a shadow copy
 ``user_id``           str or null      the request's ``X-User-Id`` header
 ``model_version``     str              the backend's ``X-Model-Version`` header ('' if none)
@@ -76,6 +89,8 @@ import argparse
 import hashlib
 import http.client
 import json
+import math
+import numbers
 import os
 import queue
 import random
@@ -84,7 +99,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -96,6 +111,9 @@ SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 CAPTURE_SCHEMA = 1
 STRATEGIES = ("all_at_once", "canary", "linear")
+# A step whose bake has passed without enough green traffic waits for it (inconclusive, as Argo Rollouts'
+# analysis), up to this many times its bake in all; then the deployment is rolled back.
+INCONCLUSIVE_BAKES = 3
 
 
 # ---- the A/B assignment: pure, shared by the router and the analysis (mlops_lab.canary.assign_arms) ------
@@ -186,8 +204,8 @@ class RolloutPlan:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if not 0 < self.canary_size < 1 or not 0 < self.step_size <= 1:
             raise ValueError("need 0 < canary_size < 1 and 0 < step_size <= 1")
-        if self.bake_s < 0 or self.final_bake_s < 0:
-            raise ValueError("bake times must be >= 0")
+        if not (0 <= self.bake_s < math.inf and 0 <= self.final_bake_s < math.inf):  # NaN too: it never ends
+            raise ValueError("bake times must be finite and >= 0")
 
     def steps(self) -> list[tuple[float, float]]:
         """(green weight, bake seconds) for each step, the last one at 100 %."""
@@ -203,13 +221,34 @@ class RolloutPlan:
     def duration_s(self) -> float:
         return sum(bake for _, bake in self.steps())
 
+    def to_sagemaker(self, alarms: tuple[Alarm, ...] = (), endpoint: str = "credit-risk") -> dict:
+        """This plan as the ``DeploymentConfig`` of SageMaker's ``UpdateEndpoint``: the blue/green traffic
+        routing, and the alarms (as CloudWatch alarm names) that roll the endpoint back. Raises ValueError for
+        a plan SageMaker cannot run (:func:`mlops_lab.sagemaker.deployment_config`)."""
+        from .sagemaker import deployment_config     # botocore, only when asked
+
+        return deployment_config(self, [f"{endpoint}-green-{alarm.metric}" for alarm in alarms])
+
+
+def evidence_needed(alarms: tuple[Alarm, ...]) -> int:
+    """Green requests a step must serve before it may pass: enough for every alarm to see a full window of
+    periods that are not missing data (its ``min_requests`` x ``evaluation_periods``, the largest over the
+    alarms; an :class:`Alarm`'s defaults, 15, when there are none)."""
+    return max(alarm.min_requests * alarm.evaluation_periods for alarm in alarms or (Alarm("error_rate", 0.0),))
+
 
 @dataclass
 class Deployment:
     """The deployment state machine: call :meth:`tick` once per evaluation period with green's stats.
 
     ``phase`` goes ``baking`` (step by step) then ``promoted`` (the switch), or ``rolled_back`` the moment
-    any alarm is in ALARM. ``events`` records (time, what happened, green weight) for timelines.
+    any alarm is in ALARM or a step stays inconclusive too long. ``events`` records (time, what happened,
+    green weight) for timelines.
+
+    No evidence, no promotion: a step passes only once its bake is over *and* green served at least
+    ``min_green_requests`` requests during it (default :func:`evidence_needed` of the alarms). Until then the
+    step is inconclusive and keeps baking; after ``INCONCLUSIVE_BAKES`` times its bake it is rolled back
+    with the event "inconclusive: too little green traffic".
     """
 
     plan: RolloutPlan
@@ -221,8 +260,12 @@ class Deployment:
     history: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
     alarm_state: dict = field(default_factory=dict)
+    min_green_requests: int | None = None
+    step_requests: int = 0  # green requests served during the current step
 
     def __post_init__(self):
+        if self.min_green_requests is None:
+            self.min_green_requests = evidence_needed(self.alarms)
         self.step_started = self.started
         self.history = {alarm.name: deque(maxlen=alarm.evaluation_periods) for alarm in self.alarms}
         self.alarm_state = {alarm.name: False for alarm in self.alarms}
@@ -254,15 +297,24 @@ class Deployment:
             self.phase = "rolled_back"
             self.events.append((now, f"ALARM {', '.join(fired)}: rolled back to blue", 0.0))
             return 0.0
+        self.step_requests += stats.requests
         steps = self.plan.steps()
-        if now - self.step_started >= steps[self.step][1] - 1e-9:
-            if self.step == len(steps) - 1:
-                self.phase = "promoted"
-                self.events.append((now, "bake passed: blue/green switch, green is live", 1.0))
-            else:
-                self.step += 1
-                self.step_started = now
-                self.events.append((now, f"step {self.step + 1}: green at {self.weight:.0%}", self.weight))
+        baked, bake = now - self.step_started, steps[self.step][1]
+        if baked < bake - 1e-9:
+            return self.weight                                     # still baking
+        if self.step_requests < self.min_green_requests:           # baked, but green served too few requests
+            if baked >= INCONCLUSIVE_BAKES * bake - 1e-9:
+                self.phase = "rolled_back"
+                self.events.append((now, "inconclusive: too little green traffic", 0.0))
+            return self.weight
+        self.step_requests = 0
+        if self.step == len(steps) - 1:
+            self.phase = "promoted"
+            self.events.append((now, "bake passed: blue/green switch, green is live", 1.0))
+        else:
+            self.step += 1
+            self.step_started = now
+            self.events.append((now, f"step {self.step + 1}: green at {self.weight:.0%}", self.weight))
         return self.weight
 
 
@@ -297,21 +349,119 @@ def simulate_rollout(plan: RolloutPlan, alarms: tuple[Alarm, ...], *, green_erro
             "events": deployment.events, "timeline": timeline}
 
 
-def alarm_from_dict(spec: dict) -> Alarm:
-    return Alarm(**{k: spec[k] for k in ("metric", "threshold", "evaluation_periods", "datapoints_to_alarm",
-                                          "min_requests") if k in spec})
+# ---- admin values: every field is checked before anything changes ---------------------------------------
+PLAN_FIELDS = ("strategy", "canary_size", "step_size", "bake_s", "final_bake_s")
+ALARM_FIELDS = ("metric", "threshold", "evaluation_periods", "datapoints_to_alarm", "min_requests")
+ALARM_DEFAULTS = {f.name: f.default for f in fields(Alarm) if f.default is not MISSING}
+LOCAL_HOSTS = ("127.0.0.1", "localhost")  # the router only ever fronts servers on this machine
 
 
-# ---- the router process ---------------------------------------------------------------------------------
-def _fraction(name: str, value) -> float:
-    """``value`` as a float in [0, 1], or a ValueError that names the setting (the admin API answers 400)."""
-    if not 0 <= float(value) <= 1:
-        raise ValueError(f"{name} must be between 0 and 1")
+class InvalidField(ValueError):
+    """An admin value outside its domain; ``field`` names it (the admin API answers 400 with it)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field} {message}")
+        self.field = field
+
+
+def _number(field: str, value, low=-math.inf, high=math.inf, *, open_low=False, open_high=False) -> float:
+    """A finite number in its interval. Strings and booleans are refused, not guessed: "0.5" or true is a
+    client's bug. NaN is refused too: every comparison with it is False, so it would pass any range check."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InvalidField(field, f"must be a finite number, got {value!r}")
+    if value < low or value > high or (open_low and value == low) or (open_high and value == high):
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise InvalidField(field, f"must be in {interval}, got {value!r}")
     return float(value)
 
 
+def _fraction(field: str, value) -> float:
+    return _number(field, value, 0.0, 1.0)
+
+
+def _integer(field: str, value, low: int, high: float = math.inf) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise InvalidField(field, f"must be a whole number in [{low}, {high:g}], got {value!r}")
+    return int(value)
+
+
+def _typed(kind: type, name: str):
+    def check(field: str, value):
+        if not isinstance(value, kind):
+            raise InvalidField(field, f"must be a {name}, got {value!r}")
+        return value
+    return check
+
+
+def _choice(field: str, value, choices: tuple):
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidField(field, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _known(spec: dict, allowed, prefix: str = "") -> None:
+    """Unknown fields are refused: a misspelt ``bake`` silently ignored would run the default bake."""
+    for key in spec:
+        if key not in allowed:
+            raise InvalidField(prefix + key, f"is not a known field (known: {', '.join(allowed) or 'none'})")
+
+
+TRAFFIC_FIELDS = {"green_weight": _fraction, "sticky": _typed(bool, "boolean"), "salt": _typed(str, "string"),
+                  "shadow_fraction": _fraction, "capture_sample": _fraction}
+
+
+def backend_url(field: str, value) -> str:
+    """``http://127.0.0.1:<port>`` or ``http://localhost:<port>`` (a trailing slash is dropped)."""
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+        valid = parts is not None and parts.scheme == "http" and parts.hostname in LOCAL_HOSTS and \
+            bool(parts.port) and parts.path in ("", "/") and not (parts.query or parts.fragment or parts.username)
+    except ValueError:  # a port out of range, a malformed host
+        valid = False
+    if not valid:
+        raise InvalidField(field, f"must be http://127.0.0.1:<port> or http://localhost:<port>, got {value!r}")
+    return value.rstrip("/")
+
+
+def plan_from_dict(spec: dict) -> RolloutPlan:
+    """A :class:`RolloutPlan` from the admin API's fields; bakes must be finite and > 0 (a NaN bake never ends)."""
+    _known(spec, PLAN_FIELDS)
+    checks = {"strategy": lambda f, v: _choice(f, v, STRATEGIES),
+              "canary_size": lambda f, v: _number(f, v, 0, 1, open_low=True, open_high=True),
+              "step_size": lambda f, v: _number(f, v, 0, 1, open_low=True),
+              "bake_s": lambda f, v: _number(f, v, 0, open_low=True),
+              "final_bake_s": lambda f, v: _number(f, v, 0, open_low=True)}
+    return RolloutPlan(**{key: checks[key](key, value) for key, value in spec.items()})
+
+
+def alarm_from_dict(spec, field: str = "alarm") -> Alarm:
+    """An :class:`Alarm` from the admin API's fields; ``field`` prefixes the name of a refused one."""
+    if not isinstance(spec, dict):
+        raise InvalidField(field, f"must be an object with {', '.join(ALARM_FIELDS)}, got {spec!r}")
+    _known(spec, ALARM_FIELDS, field + ".")
+    for required in ("metric", "threshold"):
+        if required not in spec:
+            raise InvalidField(f"{field}.{required}", "is required")
+    values = {**ALARM_DEFAULTS, **spec}
+    periods = _integer(f"{field}.evaluation_periods", values["evaluation_periods"], 1)
+    return Alarm(_choice(f"{field}.metric", values["metric"], ("error_rate", "p99_latency")),
+                 _number(f"{field}.threshold", values["threshold"], 0),
+                 evaluation_periods=periods,
+                 datapoints_to_alarm=_integer(f"{field}.datapoints_to_alarm", values["datapoints_to_alarm"], 1,
+                                              periods),
+                 min_requests=_integer(f"{field}.min_requests", values["min_requests"], 1))
+
+
+def alarms_from_list(value) -> tuple[Alarm, ...]:
+    if not isinstance(value, list):
+        raise InvalidField("alarms", f"must be a list of alarm objects, got {value!r}")
+    return tuple(alarm_from_dict(spec, f"alarms[{i}]") for i, spec in enumerate(value))
+
+
+# ---- the router process ---------------------------------------------------------------------------------
 class BackendUnavailable(Exception):
-    """The backend could not be reached or dropped the connection: safe to retry elsewhere."""
+    """The backend could not be reached or dropped the connection: another replica of the same variant could
+    take the request, never the other variant."""
 
 
 class _Pools(threading.local):
@@ -335,7 +485,7 @@ class Router:
         self._pools = _Pools()
         self._green_period: list[tuple[float, bool]] = []
         self.events: list[tuple[float, str, float]] = []
-        self.counts = {"requests": 0, "lost": 0, "retried": 0, "shadowed": 0, "shadow_errors": 0}
+        self.counts = {"requests": 0, "unreachable": 0, "shadowed": 0, "shadow_errors": 0}
         self.shadow_pairs: deque = deque(maxlen=20000)  # (blue score, green score) per shadowed row
         self._shadow_queue: queue.Queue = queue.Queue(maxsize=1000)
         self._capture_queue: queue.Queue = queue.Queue(maxsize=10000)
@@ -353,7 +503,7 @@ class Router:
                                    ["variant"], buckets=LATENCY_BUCKETS, registry=r)
         self.m_prediction = Histogram("router_prediction", "Scores returned to clients", ["variant"],
                                       buckets=SCORE_BUCKETS, registry=r)
-        self.m_retries = Counter("router_retries", "Requests retried, by the variant that failed", ["variant"],
+        self.m_retries = Counter("router_retries", "Failovers to another replica of the same variant", ["variant"],
                                  registry=r)
         self.m_backend_errors = Counter("router_backend_errors", "Unreachable backend or 5xx", ["variant"],
                                         registry=r)
@@ -406,40 +556,34 @@ class Router:
         raise BackendUnavailable(f"{variant} at {base}: connection dropped twice")
 
     def handle(self, body: bytes, content_type: str, user_id: str | None, target: str | None):
-        """Route one client request; returns (status, body, headers)."""
+        """Route one client request; returns (status, body, headers).
+
+        The chosen variant answers or no one does: an unreachable variant gets a 503, never a detour to the
+        other variant, which the plan did not give this request (an unjudged canary, a shadow's client, the
+        other arm of an A/B test).
+        """
         received = time.time()
         start = time.perf_counter()
         request_id = os.urandom(8).hex()
         variant = self.choose(user_id, target)
         headers = {"Content-Type": content_type or "application/json"}
-        retried = False
+        unreachable = False
         try:
             status, payload, extra = self.forward(variant, body, headers)
-            failed = status >= 500
-        except BackendUnavailable:
-            self._record_green(variant, time.perf_counter() - start, True)
-            self.m_backend_errors.labels(variant).inc()
-            self.m_retries.labels(variant).inc()
-            with self.lock:
-                self.counts["retried"] += 1
-            retried, variant = True, ("green" if variant == "blue" else "blue")
-            try:
-                status, payload, extra = self.forward(variant, body, headers)
-                failed = status >= 500
-            except BackendUnavailable as error:
-                status, failed, extra = 502, True, {"X-Model-Version": ""}
-                payload = json.dumps({"error_code": "BAD_GATEWAY", "message": f"no backend reachable: {error}"}
-                                     ).encode()
+        except BackendUnavailable as error:
+            unreachable, status, extra = True, 503, {"X-Model-Version": ""}
+            payload = json.dumps({"error_code": "VARIANT_UNAVAILABLE",
+                                  "message": f"the {variant} variant is unreachable: {error}"}).encode()
+        failed = status >= 500
         elapsed = time.perf_counter() - start
-        if not retried:
-            self._record_green(variant, elapsed, failed)
+        self._record_green(variant, elapsed, failed)
         if failed:
             self.m_backend_errors.labels(variant).inc()
         self.m_requests.labels(variant, str(status)).inc()
         self._latency[variant].observe(elapsed)
         with self.lock:
             self.counts["requests"] += 1
-            self.counts["lost"] += status == 502
+            self.counts["unreachable"] += unreachable
         scores = _scores(payload) if status == 200 else []
         predictions = self._predictions[variant]
         for score in scores:
@@ -453,7 +597,7 @@ class Router:
         if self.capture_path and self.capture_sample > 0 and self._random.random() < self.capture_sample:
             self._capture(received, request_id, variant, False, status, elapsed, user_id,
                           extra.get("X-Model-Version", ""), body, scores)
-        out_headers = {"X-Variant": variant, "X-Request-Id": request_id, "X-Retried": str(int(retried)),
+        out_headers = {"X-Variant": variant, "X-Request-Id": request_id,
                        "X-Model-Version": extra.get("X-Model-Version", "")}
         return status, payload, out_headers
 
@@ -470,40 +614,51 @@ class Router:
             self.events = self.deployment.events
             self.sticky, self.shadow_fraction = False, 0.0
             self.green_weight = self.deployment.weight
-        self.m_weight.set(self.green_weight)
+            self.m_weight.set(self.green_weight)
 
     def _controller(self):
         while not self._stop.wait(self.period_s):
-            with self.lock:
-                samples, self._green_period = self._green_period, []
-                deployment = self.deployment
+            self._control_step()
+
+    def _control_step(self):
+        """One evaluation period. The tick and the write of its weight hold the lock together: an operator's
+        rollback or traffic change lands before the tick (which then sees a finished deployment) or after
+        it, never in between, where the tick's older weight would overwrite it."""
+        with self.lock:
+            samples, self._green_period = self._green_period, []
+            deployment = self.deployment
             if deployment is None or deployment.done:
-                continue
+                return
             weight = deployment.tick(time.time(), PeriodStats.from_samples(samples))
-            with self.lock:
-                self.green_weight = weight
-            self.m_weight.set(weight)
-            for name, on in deployment.alarm_state.items():
-                self.m_alarm.labels(name).set(int(on))
-            if deployment.phase == "rolled_back":
-                self.m_rollbacks.inc()
+            self.green_weight = weight
+            self.m_weight.set(weight)  # under the lock too: the gauge never shows a weight an operator replaced
+            alarm_state = dict(deployment.alarm_state)
+            rolled_back = deployment.phase == "rolled_back"
+        for name, on in alarm_state.items():
+            self.m_alarm.labels(name).set(int(on))
+        if rolled_back:
+            self.m_rollbacks.inc()
 
     def set_traffic(self, green_weight=None, sticky=None, shadow_fraction=None, capture_sample=None, salt=None):
+        """Change how traffic is split; a running deployment is stopped. Every value is checked first
+        (:class:`InvalidField` names a bad one), so a refused call changes nothing."""
+        given = {"green_weight": green_weight, "sticky": sticky, "shadow_fraction": shadow_fraction,
+                 "capture_sample": capture_sample, "salt": salt}
+        changes = {name: TRAFFIC_FIELDS[name](name, value) for name, value in given.items() if value is not None}
         with self.lock:
             if self.deployment is not None and not self.deployment.done:
                 self.deployment.phase = "rolled_back"  # a manual change ends a running deployment
                 self.deployment.events.append((time.time(), "deployment stopped by an operator", 0.0))
-            if green_weight is not None:
-                self.green_weight = _fraction("green_weight", green_weight)
-            if sticky is not None:
-                self.sticky = bool(sticky)
-            if salt is not None:
-                self.salt = str(salt)
-            if shadow_fraction is not None:
-                self.shadow_fraction = _fraction("shadow_fraction", shadow_fraction)
-            if capture_sample is not None:
-                self.capture_sample = float(capture_sample)
-        self.m_weight.set(self.green_weight)
+            for name, value in changes.items():
+                setattr(self, name, value)
+            self.m_weight.set(self.green_weight)
+
+    def set_backends(self, **urls: str):
+        """Point variants at other servers (``blue=..., green=...``), all checked before any changes."""
+        _known(urls, VARIANTS)
+        checked = {variant: backend_url(variant, url) for variant, url in urls.items()}
+        with self.lock:
+            self.backends.update(checked)
 
     def rollback(self, reason: str = "manual rollback"):
         with self.lock:
@@ -511,7 +666,7 @@ class Router:
                 self.deployment.phase = "rolled_back"
             self.events.append((time.time(), reason, 0.0))
             self.green_weight, self.sticky = 0.0, False
-        self.m_weight.set(0.0)
+            self.m_weight.set(0.0)
         self.m_rollbacks.inc()
 
     def switch(self):
@@ -519,7 +674,7 @@ class Router:
         with self.lock:
             self.green_weight, self.sticky = 1.0, False
             self.events.append((time.time(), "blue/green switch: green is live", 1.0))
-        self.m_weight.set(1.0)
+            self.m_weight.set(1.0)
 
     def state(self) -> dict:
         with self.lock:
@@ -531,7 +686,8 @@ class Router:
                 "period_s": self.period_s, "counts": dict(self.counts),
                 "deployment": None if d is None else {
                     "plan": asdict(d.plan), "alarms": [asdict(a) for a in d.alarms], "phase": d.phase,
-                    "step": d.step, "alarm_state": dict(d.alarm_state)},
+                    "step": d.step, "alarm_state": dict(d.alarm_state), "step_requests": d.step_requests,
+                    "min_green_requests": d.min_green_requests},
                 "events": [{"t": t, "event": e, "green_weight": w} for t, e, w in self.events],
                 "shadow": _shadow_summary(pairs, self.counts["shadowed"], self.counts["shadow_errors"]),
             }
@@ -547,7 +703,7 @@ class Router:
             try:
                 status, payload, extra = self.forward("green", body, headers)
             except BackendUnavailable:
-                status, payload, extra = 502, b"", {"X-Model-Version": ""}
+                status, payload, extra = 503, b"", {"X-Model-Version": ""}
             elapsed = time.perf_counter() - start
             green_scores = _scores(payload) if status == 200 else []
             ok = status == 200 and len(green_scores) == len(blue_scores)
@@ -642,6 +798,15 @@ def _shadow_summary(pairs, shadowed, errors) -> dict:
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------
+ROUTES = {"/invocations": ("POST",), "/ping": ("GET", "HEAD"), "/health": ("GET", "HEAD"), "/metrics": ("GET",),
+          "/admin/state": ("GET",)}
+
+
+def allowed_methods(path: str) -> tuple[str, ...] | None:
+    """The methods a route takes (every other ``/admin/...`` path is an admin action: POST), None if no route."""
+    return ROUTES.get(path) or (("POST",) if path.startswith("/admin/") else None)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     router: Router
@@ -660,29 +825,62 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer carries the headers of the GET answer, never its body
+            self.wfile.write(body)
 
-    def _json(self, status, obj):
-        self._send(status, json.dumps(obj).encode())
+    def _json(self, status, obj, headers=None):
+        self._send(status, json.dumps(obj).encode(), headers=headers)
+
+    def _read_body(self) -> bytes | None:
+        """The request's body (b"" if none), or None after answering 400 to a malformed Content-Length."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._json(400, {"error_code": "BAD_REQUEST", "message": "invalid Content-Length"})
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _method_refused(self, path: str) -> bool:
+        """Answer 404 (no such route) or 405 with ``Allow`` (the route takes other methods); False if allowed."""
+        allowed = allowed_methods(path)
+        if allowed is None:
+            self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no route {self.command} {path}"})
+        elif self.command not in allowed:
+            self._json(405, {"error_code": "METHOD_NOT_ALLOWED",
+                             "message": f"{path} does not take {self.command}; allowed: {', '.join(allowed)}"},
+                       headers={"Allow": ", ".join(allowed)})
+        else:
+            return False
+        return True
+
+    def _refuse(self):
+        """PUT, DELETE, PATCH: no route takes them (the body is read first, so the connection stays usable)."""
+        if self._read_body() is not None:
+            self._method_refused(self.path.split("?")[0])
+
+    do_PUT = do_DELETE = do_PATCH = _refuse
+
+    def do_HEAD(self):
+        path = self.path.split("?")[0]
+        if not self._method_refused(path):
+            self._send(200, b"\n")  # only /ping and /health take HEAD
 
     def do_GET(self):
         path = self.path.split("?")[0]
+        if self._method_refused(path):
+            return
         if path in ("/ping", "/health"):
             self._send(200, b"\n")
         elif path == "/metrics":
             self._send(200, generate_latest(self.router.registry), CONTENT_TYPE_LATEST)
-        elif path == "/admin/state":
-            self._json(200, self.router.state())
         else:
-            self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no route GET {path}"})
+            self._json(200, self.router.state())
 
     def do_POST(self):
         path = self.path.split("?")[0]
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return self._json(400, {"error_code": "BAD_REQUEST", "message": "invalid Content-Length"})
-        body = self.rfile.read(length) if length > 0 else b""
+        body = self._read_body()
+        if body is None or self._method_refused(path):
+            return
         if path == "/invocations":
             if not body:
                 return self._json(400, {"error_code": "BAD_REQUEST", "message": "empty request body"})
@@ -690,35 +888,36 @@ class _Handler(BaseHTTPRequestHandler):
                                                           self.headers.get("X-User-Id"),
                                                           self.headers.get("X-Target-Variant"))
             return self._send(status, payload, "application/json", headers)
-        if path.startswith("/admin/"):
-            try:
-                spec = json.loads(body or b"{}")
-                if not isinstance(spec, dict):
-                    raise ValueError("expected a JSON object")
-                self._admin(path, spec)
-            except (ValueError, TypeError, KeyError) as error:
-                return self._json(400, {"error_code": "BAD_REQUEST", "message": f"{type(error).__name__}: {error}"})
-            return self._json(200, self.router.state())
-        self._json(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no route POST {path}"})
+        try:
+            spec = json.loads(body or b"{}")
+            if not isinstance(spec, dict):
+                raise ValueError("expected a JSON object")
+            self._admin(path, spec)
+        except InvalidField as error:
+            return self._json(400, {"error_code": "INVALID_PARAMETER_VALUE", "field": error.field,
+                                    "message": str(error)})
+        except (ValueError, TypeError, KeyError) as error:
+            return self._json(400, {"error_code": "BAD_REQUEST", "message": f"{type(error).__name__}: {error}"})
+        self._json(200, self.router.state())
 
     def _admin(self, path: str, spec: dict):
+        """One admin action. Every field is checked (unknown ones too) before the router changes at all."""
         router = self.router
         if path == "/admin/traffic":
-            router.set_traffic(**{k: spec[k] for k in ("green_weight", "sticky", "shadow_fraction",
-                                                         "capture_sample", "salt") if k in spec})
+            _known(spec, tuple(TRAFFIC_FIELDS))
+            router.set_traffic(**spec)
         elif path == "/admin/deploy":
-            plan = RolloutPlan(**{k: spec[k] for k in ("strategy", "canary_size", "step_size", "bake_s",
-                                                        "final_bake_s") if k in spec})
-            router.deploy(plan, tuple(alarm_from_dict(a) for a in spec.get("alarms", [])))
+            alarms = alarms_from_list(spec.get("alarms", []))
+            router.deploy(plan_from_dict({k: v for k, v in spec.items() if k != "alarms"}), alarms)
         elif path == "/admin/rollback":
-            router.rollback(spec.get("reason", "manual rollback"))
+            _known(spec, ("reason",))
+            router.rollback(_typed(str, "string")("reason", spec.get("reason", "manual rollback")))
         elif path == "/admin/switch":
+            _known(spec, ())
             router.switch()
         elif path == "/admin/backends":
-            with router.lock:
-                for variant in VARIANTS:
-                    if variant in spec:
-                        router.backends[variant] = str(spec[variant]).rstrip("/")
+            _known(spec, VARIANTS)
+            router.set_backends(**spec)
         else:
             raise KeyError(f"no admin route {path}")
 

@@ -18,9 +18,21 @@ This server keeps everything that matters about MLflow serving and drops the res
 - a bad request gets a 4xx with MLflow's JSON error (``{"error_code": ..., "message": ...}``): malformed
   JSON, an unknown payload key, a missing column or a wrong type (400); an unsupported content type (415).
 
-One deliberate difference: when the *model's own code* raises (not the schema check), MLflow answers 400
-("unexpected error while evaluating the model"); this server answers **500**, because a crash in a model is
-the server's fault, not the client's, and a deployment guardrail must be able to tell the two apart.
+Deliberate differences, all so that a 5xx always means the model failed and every answer is JSON:
+
+- when the *model's own code* raises (not the schema check), MLflow answers 400 ("unexpected error while
+  evaluating the model"); this server answers **500**, because a crash in a model is the server's fault,
+  not the client's, and a deployment guardrail must be able to tell the two apart;
+- a missing value (``null``, ``NaN``, ``Infinity``) in any column is a 400 that names the columns; MLflow
+  lets it through a float column and answers 200 with ``NaN``, which is not JSON. Answers are serialized
+  with ``allow_nan=False``, and a model that returns a non-finite score gets a 500;
+- a body no parser can take (nested too deeply, not UTF-8...) is a 400, never a 500;
+- a wrong method on a known route is a 405 with an ``Allow`` header (``HEAD`` works wherever ``GET`` does);
+- a body is read only with a plain ``Content-Length`` (else 400, or 411 for a chunked body), of at most
+  ``--max-body-bytes`` (1 MiB; else 413), arriving within ``--body-timeout`` seconds (10; else 408); these
+  answers close the connection and are not counted in the metrics below (the body was never read);
+- the listen backlog is the kernel's limit (``somaxconn``), not the standard library's 5, so a burst of
+  new connections is queued instead of dropped.
 
 ``GET /metrics`` serves Prometheus' text format (prometheus_client, a private registry):
 
@@ -46,12 +58,14 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
 import warnings
-from unittest import mock
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from unittest import mock
 
 import mlflow.pyfunc
 import numpy as np
@@ -62,6 +76,8 @@ from .simulator import CATEGORICAL, FEATURES, NUMERIC
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: a few thousand rows; a bigger batch belongs in a batch job, not a request
+BODY_TIMEOUT_S = 10.0  # for the whole body: 1 MiB at 100 kB/s; on loopback it takes milliseconds
 
 
 # ---- the model ------------------------------------------------------------------------------------------
@@ -185,35 +201,66 @@ class ModelService:
               registry=self.registry).labels(model_uri, self.version).set(1)
 
     def invoke(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str]:
-        """(status, body, content type) for one request, following MLflow's scoring server."""
+        """(status, body, content type) for one request, following MLflow's scoring server.
+
+        A request the client got wrong is a 4xx; only a failure of the model itself is a 5xx, so that a
+        guardrail counting 5xx never blames the model for a client's bad body.
+        """
+        try:
+            data = self._parse(body, content_type)
+            _reject_missing_values(data)
+            scores = self._predict(data)
+        except _Answer as answer:
+            return answer.status, answer.body, JSON
+        self.rows.inc(len(scores))
+        for score in scores:
+            self.scores.observe(score)
+        # allow_nan=False: NaN and Infinity are not JSON; _predict has already turned them into a 500.
+        return 200, json.dumps({"predictions": scores.tolist()}, allow_nan=False).encode(), JSON
+
+    def _parse(self, body: bytes, content_type: str | None):
+        """The model input from a request body; raises :class:`_Answer` with a 4xx for a bad body."""
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc import scoring_server as mlflow_server
 
         mime = (content_type or "").split(";")[0].strip().lower()
+        if mime not in (mlflow_server.CONTENT_TYPE_JSON, mlflow_server.CONTENT_TYPE_CSV):
+            message = (f"This predictor only supports the following content types: "
+                       f"['{mlflow_server.CONTENT_TYPE_JSON}', '{mlflow_server.CONTENT_TYPE_CSV}']. "
+                       f"Got '{content_type or ''}'.")
+            raise _Answer(415, _error("UNSUPPORTED_MEDIA_TYPE", message))
         try:
-            if mime == mlflow_server.CONTENT_TYPE_JSON:
-                data = _fast_frame(body)  # a well-formed split/records body; None for anything else
-                if data is None:  # MLflow's own parser, and its error messages
-                    data = mlflow_server._parse_json_data(body, self.model.metadata, self.input_schema).data
-            elif mime == mlflow_server.CONTENT_TYPE_CSV:
-                data = mlflow_server.parse_csv_input(io.StringIO(body.decode("utf-8", "replace")),
+            if mime == mlflow_server.CONTENT_TYPE_CSV:
+                return mlflow_server.parse_csv_input(io.StringIO(body.decode("utf-8", "replace")),
                                                      schema=self.input_schema)
-            else:
-                message = (f"This predictor only supports the following content types: "
-                           f"['{mlflow_server.CONTENT_TYPE_JSON}', '{mlflow_server.CONTENT_TYPE_CSV}']. "
-                           f"Got '{content_type or ''}'.")
-                return 415, _error("UNSUPPORTED_MEDIA_TYPE", message), "application/json"
+            data = _fast_frame(body)  # a well-formed split/records body; None for anything else
+            if data is None:  # MLflow's own parser, and its error messages
+                data = mlflow_server._parse_json_data(body, self.model.metadata, self.input_schema).data
+            return data
+        except MlflowException as error:
+            raise _Answer(error.get_http_status_code(), error.serialize_as_json().encode()) from error
+        except RecursionError as error:  # "[[[[..." deeper than the parser can go: the client's body
+            raise _Answer(400, _error("BAD_REQUEST", "Invalid input. The JSON is nested too deeply to parse.")) \
+                from error
+        except Exception as error:  # any other body the parsers choke on is the client's, not the model's
+            raise _Answer(400, _error("BAD_REQUEST", f"Invalid input. The body could not be parsed: "
+                                                     f"{type(error).__name__}: {error}")) from error
+
+    def _predict(self, data) -> np.ndarray:
+        """The model's scores; a schema violation is MLflow's 4xx, a failure of the model a 500."""
+        from mlflow.exceptions import MlflowException
+
+        try:
             predictions = self.model.predict(data)  # enforces the signature's input schema
         except MlflowException as error:
-            return error.get_http_status_code(), error.serialize_as_json().encode(), "application/json"
+            raise _Answer(error.get_http_status_code(), error.serialize_as_json().encode()) from error
         except Exception as error:  # the model's own code failed: a server error, not the client's
-            return 500, _error("INTERNAL_ERROR", f"the model raised {type(error).__name__}: {error}"), \
-                "application/json"
+            raise _Answer(500, _error("INTERNAL_ERROR", f"the model raised {type(error).__name__}: {error}")) \
+                from error
         scores = np.asarray(predictions, dtype=float).ravel()
-        self.rows.inc(len(scores))
-        for score in scores:
-            self.scores.observe(score)
-        return 200, json.dumps({"predictions": scores.tolist()}).encode(), "application/json"
+        if not np.isfinite(scores).all():  # the input had no missing value, so this is the model's fault
+            raise _Answer(500, _error("INTERNAL_ERROR", "the model returned a non-finite score (NaN or infinity)"))
+        return scores
 
     def metrics(self) -> bytes:
         return generate_latest(self.registry)
@@ -249,8 +296,43 @@ def _fast_frame(body: bytes) -> pd.DataFrame | None:
     return None
 
 
+JSON = "application/json"
+
+
+class _Answer(Exception):
+    """An error answer (status and JSON body) that ends the handling of a request."""
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__(status)
+        self.status, self.body = status, body
+
+
 def _error(code: str, message: str) -> bytes:
     return json.dumps({"error_code": code, "message": message}).encode()
+
+
+def _reject_missing_values(data) -> None:
+    """A 400 naming the columns that hold null, NaN or an infinity, as MLflow's contract requires.
+
+    The signature marks every column *required*: a missing value cannot be scored, and a NaN score would
+    make the answer invalid JSON. Integer and string columns hold only null as missing; float columns also
+    NaN and +-infinity (JSON's ``NaN``, ``Infinity`` and ``1e999`` all parse to those).
+    """
+    try:
+        frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    except (ValueError, TypeError):
+        return  # not a table: the schema check says what is wrong with it
+    missing = [str(column) for column in frame.columns if _has_missing(frame[column])]
+    if missing:
+        raise _Answer(400, _error("BAD_REQUEST", f"Invalid input. Missing values (null, NaN or infinity) in "
+                                                 f"column(s) {missing}: the model's signature requires a value "
+                                                 f"in every column of every row."))
+
+
+def _has_missing(values: pd.Series) -> bool:
+    if values.dtype.kind in "fc":
+        return not np.isfinite(values.to_numpy()).all()
+    return bool(values.isna().any())
 
 
 def _registered_version(model_uri: str) -> str:
@@ -268,9 +350,16 @@ def _registered_version(model_uri: str) -> str:
         return ""
 
 
+# The methods each route answers; any other method on a known route is a 405 naming these (RFC 9110 15.5.6).
+ALLOWED = {"/ping": "GET, HEAD", "/health": "GET, HEAD", "/version": "GET, HEAD", "/metrics": "GET, HEAD",
+           "/info": "GET, HEAD", "/invocations": "POST"}
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a router or client reuses one connection per thread
     service: ModelService  # set on the subclass by make_server
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout_s: float = BODY_TIMEOUT_S
 
     def setup(self):
         super().setup()
@@ -280,17 +369,83 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # quiet: metrics, not access logs
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json", headers: dict = None):
+    @property
+    def route(self) -> str:
+        return self.path.split("?")[0]
+
+    def _send(self, status: int, body: bytes, content_type: str = JSON, headers: dict = None):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has GET's headers and no body
+            self.wfile.write(body)
+
+    def _read_body(self) -> bytes | None:
+        """The request body; None once a 4xx has been sent and the connection marked for closing.
+
+        The server reads only a body whose size it knows in advance (a plain decimal Content-Length, at
+        most ``max_body_bytes``) and that arrives within ``body_timeout_s``; a thread is never held by a
+        client that stops sending, and memory never by one that claims gigabytes.
+        """
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._refuse(411, "LENGTH_REQUIRED", "send the body with a Content-Length, not chunked")
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not re.fullmatch(r"[0-9]+", declared):
+            return self._refuse(400, "BAD_REQUEST", f"Content-Length must be a non-negative integer, "
+                                                    f"got {declared[:40]!r}")
+        if int(declared) > self.max_body_bytes:
+            return self._refuse(413, "PAYLOAD_TOO_LARGE", f"the body has {declared[:40]} bytes; this server "
+                                                          f"accepts at most {self.max_body_bytes}")
+        try:
+            return self._read_within_deadline(int(declared))
+        except TimeoutError:
+            return self._refuse(408, "REQUEST_TIMEOUT", f"the body did not arrive within "
+                                                        f"{self.body_timeout_s:g} s")
+        except ConnectionError:  # the client hung up mid-body: nobody to answer
+            self.close_connection = True
+            return None
+
+    def _read_within_deadline(self, length: int) -> bytes:
+        """``length`` bytes, all of them by one deadline, so a client trickling bytes is cut off too."""
+        deadline = time.monotonic() + self.body_timeout_s
+        chunks, remaining = [], length
+        try:
+            while remaining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(remaining, 1 << 16))
+                if not chunk:
+                    raise ConnectionError("the client closed the connection mid-body")
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            self.connection.settimeout(None)  # an idle kept-alive connection may wait for its next request
+        return b"".join(chunks)
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer a request whose body is not read; close, as the rest of the stream cannot be trusted."""
+        self.close_connection = True
+        self._send(status, _error(code, message), headers={"Connection": "close"})
+
+    def _wrong_method(self):
+        """405 with the route's methods for a known route, 404 for an unknown one; the body is drained first
+        so that the kept-alive connection stays in step."""
+        if self._read_body() is None:
+            return
+        allowed = ALLOWED.get(self.route)
+        if allowed is None:
+            self._send(404, _error("ENDPOINT_NOT_FOUND", f"no route {self.command} {self.route}"))
+        else:
+            self._send(405, _error("METHOD_NOT_ALLOWED", f"{self.command} is not allowed on {self.route}; "
+                                                         f"use {allowed}"), headers={"Allow": allowed})
 
     def do_GET(self):
-        path = self.path.split("?")[0]
+        path = self.route
         if path in ("/ping", "/health"):
             self._send(200, b"\n")
         elif path == "/version":
@@ -301,14 +456,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps({"model_uri": self.service.model_uri,
                                         "model_version": self.service.version}).encode())
         else:
-            self._send(404, _error("ENDPOINT_NOT_FOUND", f"no route GET {path}"))
+            self._wrong_method()
+
+    do_HEAD = do_GET  # _send leaves the body out
+
+    def do_OPTIONS(self):  # which methods a route answers: the Allow header of an empty 200
+        if self._read_body() is None:
+            return
+        allowed = ALLOWED.get(self.route)
+        if allowed is None:
+            self._send(404, _error("ENDPOINT_NOT_FOUND", f"no route OPTIONS {self.route}"))
+        else:
+            self._send(200, b"", headers={"Allow": allowed})
 
     def do_POST(self):
-        path = self.path.split("?")[0]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if path != "/invocations":
-            self._send(404, _error("ENDPOINT_NOT_FOUND", f"no route POST {path}"))
+        if self.route != "/invocations":
+            self._wrong_method()
+            return
+        body = self._read_body()
+        if body is None:
             return
         start = time.perf_counter()
         status, payload, content_type = self.service.invoke(body, self.headers.get("Content-Type"))
@@ -316,12 +482,31 @@ class _Handler(BaseHTTPRequestHandler):
         self.service.requests.labels(str(status)).inc()
         self._send(status, payload, content_type, {"X-Model-Version": self.service.version})
 
+    do_PUT = do_DELETE = do_PATCH = _wrong_method
 
-def make_server(service: ModelService, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"service": service})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+
+def listen_backlog() -> int:
+    """The kernel's limit on pending connections (the standard library asks for only 5).
+
+    A burst of new connections beyond the backlog has its SYNs dropped, and each of those clients waits
+    1, 3, 7... seconds for a retry; the kernel caps any larger request at this value anyway.
+    """
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = listen_backlog()
+
+
+def make_server(service: ModelService, port: int, host: str = "127.0.0.1", *, max_body_bytes: int = MAX_BODY_BYTES,
+                body_timeout_s: float = BODY_TIMEOUT_S) -> ThreadingHTTPServer:
+    handler = type("Handler", (_Handler,), {"service": service, "max_body_bytes": max_body_bytes,
+                                            "body_timeout_s": body_timeout_s})
+    return _Server((host, port), handler)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -329,12 +514,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-uri", required=True, help="e.g. models:/credit@champion or runs:/<id>/model")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                        help="a larger request body gets a 413 (default: 1 MiB)")
+    parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S,
+                        help="seconds a request body may take to arrive before a 408 (default: %(default)s)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     service = ModelService(args.model_uri)
-    server = make_server(service, args.port, args.host)
+    server = make_server(service, args.port, args.host, max_body_bytes=args.max_body_bytes,
+                         body_timeout_s=args.body_timeout)
     print(f"serving {args.model_uri} (version {service.version or '-'}) on http://{args.host}:{args.port}",
           flush=True)
     try:

@@ -106,7 +106,7 @@ def test_better_challenger_is_promoted_and_worse_one_is_rejected(store, data):
     rejected = gate(worse, data["holdout"])
     assert not rejected.promoted and rejected.serving_version == better
     assert str(registry.get_version(NAME, "champion").version) == better  # champion untouched
-    assert str(registry.get_version(NAME, "challenger").version) == worse
+    assert set(store.get_registered_model(NAME).aliases) == {"champion"}, "a rejected version keeps no alias"
     tags = store.get_model_version(NAME, worse).tags
     assert tags["gate.decision"] == "rejected" and tags["gate.champion_version"] == better
     assert float(tags["gate.auc"]) == pytest.approx(rejected.challenger_score, abs=1e-6)
@@ -118,7 +118,7 @@ def test_min_improvement_can_reject_a_slightly_better_model(store, data):
     gate(first, data["holdout"])
     second = log_version(data["train"])
     decision = gate(second, data["holdout"], metric="accuracy", min_improvement=0.5)
-    assert not decision.promoted and "misses" in decision.reason
+    assert not decision.promoted and "does not clear the required +0.5000" in decision.reason
     assert str(registry.get_version(NAME, "champion").version) == first
 
 
@@ -222,3 +222,45 @@ def test_decision_is_a_plain_record():
     decision = GateDecision("m", "auc", "2", 0.8, "1", 0.7, 0.0, 100, True, "better")
     assert decision.as_dict()["challenger_score"] == 0.8 and decision.serving_version == "2"
     assert registry.model_uri("m", "champion") == "models:/m@champion"
+
+
+def test_a_gain_within_the_noise_is_not_promoted(store, data):
+    champion = log_version(data["train"])
+    gate(champion, data["holdout"])
+    nearly_the_same = log_version(data["train"], C=0.5)      # the same data, a little more regularisation
+    decision = gate(nearly_the_same, data["holdout"])
+    assert decision.challenger_score > decision.champion_score, "the precondition: a (tiny) positive gain"
+    assert decision.gain_lower_bound < 0 and not decision.promoted, decision.reason
+    assert str(registry.get_version(NAME, "champion").version) == champion
+
+
+def test_a_first_model_must_beat_a_coin(store, data):
+    inverted = data["train"].copy()
+    inverted[TARGET] = 1 - inverted[TARGET]                   # a model that learned the labels upside down
+    decision = gate(log_version(inverted), data["holdout"])
+    assert decision.champion_version is None and not decision.promoted, decision.reason
+    assert decision.min_score == 0.5 and decision.challenger_lower_bound <= 0.5
+    assert store.get_registered_model(NAME).aliases == {}
+
+
+def test_a_quarantined_version_is_refused_unscored(store, data):
+    version = log_version(data["train"])
+    store.set_model_version_tag(NAME, version, registry.QUARANTINE, "trained on the corrupt 2024-04 batch")
+    decision = gate(version, data["holdout"])
+    assert not decision.promoted and "quarantined (trained on the corrupt 2024-04 batch)" in decision.reason
+    assert store.get_registered_model(NAME).aliases == {}
+
+
+def test_every_alias_move_is_recorded_and_answers_which_model_decided(store, data):
+    first = log_version(data["train"].head(150), C=0.001)
+    promote_if_better(NAME, first, data["holdout"], as_of="2024-04-01")
+    second = log_version(data["train"])
+    promote_if_better(NAME, second, data["holdout"], as_of="2024-06-01")
+    registry.set_alias(NAME, "champion", first, when="2024-08-15")                 # a rollback
+    history = registry.alias_history(NAME)
+    champion_moves = history[history["alias"] == "champion"]
+    assert champion_moves["version"].tolist() == [first, second, first]
+    assert [registry.serving_version(NAME, day) for day in ("2024-03-31", "2024-04-01", "2024-05-31",
+                                                            "2024-06-01", "2024-08-14", "2024-09-01")] == \
+        [None, first, first, second, second, first]
+    assert history[history["alias"] == "challenger"]["version"].tolist() == [first, None, second, None]

@@ -229,3 +229,14 @@ def test_the_shadow_test_copies_the_champions_traffic_to_the_challenger():
     broken["Type"] = "Shadow"
     with pytest.raises(sm.InvalidRequest, match="'Shadow' is not one of ShadowMode"):
         sm.validate_request("sagemaker", "CreateInferenceExperiment", broken)
+
+
+def test_a_rollout_plan_writes_its_own_deployment_config():
+    from mlops_lab.router import Alarm
+
+    plan = RolloutPlan("canary", canary_size=0.2, bake_s=3)
+    config = plan.to_sagemaker((Alarm("error_rate", 0.05), Alarm("p99_latency", 0.2)))
+    assert config == sm.deployment_config(plan, ["credit-risk-green-error_rate", "credit-risk-green-p99_latency"])
+    sm.validate_request("sagemaker", "UpdateEndpoint", {"EndpointName": "credit-risk",
+                                                        "EndpointConfigName": "credit-risk-green",
+                                                        "DeploymentConfig": config})

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -178,3 +180,274 @@ def test_the_sign_test_separates_faster_from_equal():
     coin = fast.assign(latency_s=np.where(np.arange(n) % 2 == 0, 0.0005, 0.0030))
     assert faster_in_pairs(coin, fast)["wins"] == n // 2
     assert faster_in_pairs(coin, fast)["p_value"] > 0.4, "half the pairs won is what a fair coin does"
+
+
+# ---- valid JSON out: missing values are the client's to fix (issue 12, item 15) ---------------------------
+def strict_json(raw: bytes):
+    """JSON as RFC 8259 defines it: NaN and Infinity are not JSON, so parsing them fails here."""
+    def reject(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(raw, parse_constant=reject)
+
+
+def raw_request(server, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+    """(status, headers, body bytes) of one request on a fresh connection."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+MISSING = {"null": "null", "NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity", "1e999": "1e999"}
+
+
+@pytest.mark.parametrize("form", ["dataframe_records", "dataframe_split", "inputs"])
+@pytest.mark.parametrize("value", MISSING)
+def test_a_missing_value_is_a_400_naming_its_column(server, rows, value, form):
+    marker = 123456.5  # a unique income, replaced by the missing value in the JSON text
+    body = payloads(rows.head(2).assign(income=[marker, 50000.0]), 2, form=form)[0].decode()
+    assert body.count(str(marker)) == 1
+    body = body.replace(str(marker), MISSING[value])
+    status, _, raw = raw_request(server, "POST", "/invocations", body.encode(),
+                                       {"Content-Type": "application/json"})
+    answer = strict_json(raw)
+    assert status == 400, answer
+    assert answer["error_code"] == "BAD_REQUEST"
+    assert "income" in answer["message"] and "missing" in answer["message"].lower()
+    assert post(server.url + "/invocations", payloads(rows.head(1))[0])[0] == 200
+
+
+def test_a_missing_category_and_missing_csv_values_are_400s(server, rows):
+    records = rows.head(2).to_dict("records")
+    records[1]["purpose"] = None
+    records[0]["age"] = None
+    status, _, raw = raw_request(server, "POST", "/invocations", json.dumps({"dataframe_records": records}).encode(),
+                                 {"Content-Type": "application/json"})
+    answer = strict_json(raw)
+    assert status == 400 and "purpose" in answer["message"] and "age" in answer["message"]
+    csv = rows.head(3).assign(debt_to_income=[0.2, np.nan, 0.3]).to_csv(index=False).encode()
+    status, _, raw = raw_request(server, "POST", "/invocations", csv, {"Content-Type": "text/csv"})
+    assert status == 400 and "debt_to_income" in strict_json(raw)["message"]
+
+
+def test_predictions_are_strict_json(server, rows):
+    status, _, raw = raw_request(server, "POST", "/invocations", payloads(rows, len(rows))[0],
+                                 {"Content-Type": "application/json"})
+    assert status == 200 and len(strict_json(raw)["predictions"]) == len(rows)
+
+
+def test_a_model_returning_nan_is_a_500_in_valid_json(registry, rows):
+    service = ModelService("models:/credit@champion")
+    service.model.predict = lambda data: np.full(len(data), np.nan)  # a model bug, not the client's input
+    status, body, _ = service.invoke(payloads(rows.head(2), 2)[0], "application/json")
+    assert status == 500 and "non-finite" in strict_json(body)["message"]
+
+
+# ---- methods (issue 12, item 16) -------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "GET"])
+def test_a_wrong_method_is_a_405_in_json_with_allow(server, method):
+    status, headers, raw = raw_request(server, method, "/invocations", b"{}" if method in ("PUT", "PATCH") else b"")
+    assert status == 405
+    assert headers["Allow"] == "POST"
+    if method == "HEAD":
+        assert raw == b"", "a HEAD answer has no body"
+    else:
+        assert strict_json(raw)["error_code"] == "METHOD_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "POST"])
+def test_a_wrong_method_on_ping_is_a_405(server, method):
+    status, headers, raw = raw_request(server, method, "/ping", b"{}")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert strict_json(raw)["error_code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_head_ping_is_a_200_without_a_body(server):
+    status, headers, raw = raw_request(server, "HEAD", "/ping")
+    assert status == 200 and raw == b""
+    status, headers, raw = raw_request(server, "OPTIONS", "/invocations")
+    assert status == 200 and headers["Allow"] == "POST" and raw == b""
+    assert post(server.url + "/predict", "{}")[0] == 404
+    assert raw_request(server, "PUT", "/predict", b"{}")[0] == 404
+
+
+# ---- a client cannot fail the model (issue 12, item 14) --------------------------------------------------
+MALFORMED = {
+    "deeply nested list": ("[" * 100_000, "application/json"),
+    "deeply nested in a payload": ('{"inputs": ' + "[" * 100_000, "application/json"),
+    "deeply nested object": ('{"a":' * 100_000, "application/json"),
+    "not JSON": ("hello", "application/json"),
+    "empty body": ("", "application/json"),
+    "not UTF-8": (b"\xff\xfe{", "application/json"),
+    "a JSON string": ('"dataframe_split"', "application/json"),
+    "a JSON number": ("42", "application/json"),
+    "JSON null": ("null", "application/json"),
+    "a payload of the wrong type": ('{"dataframe_split": 5}', "application/json"),
+    "records that are not objects": ('{"dataframe_records": [1, 2]}', "application/json"),
+    "CSV that is not the model's": ("a,b\n1", "text/csv"),
+    "wrong content type": ("{}", "application/xml"),
+    "no content type": ("{}", None),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_body_is_a_4xx_not_a_model_failure(server, rows, case):
+    body, content_type = MALFORMED[case]
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, _, raw = raw_request(server, "POST", "/invocations", body if isinstance(body, bytes) else body.encode(),
+                                 headers)
+    answer = strict_json(raw)
+    assert 400 <= status < 500, (status, answer)
+    assert answer["message"]
+    assert post(server.url + "/invocations", payloads(rows.head(1))[0])[0] == 200
+
+
+# ---- connection bursts (issue 12, item 13) ---------------------------------------------------------------
+def test_a_burst_of_fresh_connections_is_all_answered(server):
+    """256 clients connect at the same instant (released by a barrier); none may be reset or dropped.
+
+    With the standard library's backlog of 5 the kernel drops the SYNs that overflow the accept queue; the
+    client retransmits after 1, 3, 7, 15 s, so many connections wait seconds or time out. The 10 s client
+    timeout is what detects those drops: an accepted connection is answered in milliseconds.
+    """
+    import http.client
+    import threading
+
+    clients = 256
+    barrier = threading.Barrier(clients)
+    outcomes = [None] * clients
+
+    def one(i):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        barrier.wait()
+        try:
+            conn.request("GET", "/ping")
+            outcomes[i] = conn.getresponse().status
+        except OSError as error:
+            outcomes[i] = type(error).__name__
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == [200] * clients, Counter(map(str, outcomes))
+
+
+# ---- input hardening (issue 12, item 6) ------------------------------------------------------------------
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes and read until the server closes the connection; all that it answered."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), strict_json(body)
+
+
+def request_head(length_header: str) -> bytes:
+    return (f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{length_header}\r\n\r\n").encode()
+
+
+BAD_LENGTHS = {
+    "non-numeric Content-Length": ("Content-Length: abc", 400),
+    "negative Content-Length": ("Content-Length: -5", 400),
+    "Content-Length with a sign": ("Content-Length: +5", 400),
+    "over the 1 MiB cap": (f"Content-Length: {2 ** 20 + 1}", 413),
+    "absurdly large": ("Content-Length: 99999999999999999999", 413),
+    "chunked body": ("Transfer-Encoding: chunked", 411),
+}
+
+
+@pytest.mark.parametrize("case", BAD_LENGTHS)
+def test_a_bad_content_length_gets_a_4xx_and_a_closed_connection(server, rows, case):
+    header, expected = BAD_LENGTHS[case]
+    answer = raw_exchange(server.port, request_head(header) + b'{"dataframe_split": {}}')  # returns on close
+    status, body = status_and_json(answer)
+    assert status == expected and body["message"], body
+    assert b"Connection: close" in answer
+    assert post(server.url + "/invocations", payloads(rows.head(1))[0])[0] == 200
+
+
+def test_a_body_of_exactly_the_cap_is_read(server):
+    body = b"[" + b" " * (2 ** 20 - 2) + b"]"  # 1 MiB of valid JSON (the wrong shape: a 400, not a 413)
+    status, answer, _ = post(server.url + "/invocations", body)
+    assert status == 400 and "list" in answer["message"]
+
+
+@pytest.fixture(scope="module")
+def strict_server(registry):
+    """A lean server with a 4 KiB body cap and a 1 s body timeout, set on its command line."""
+    with BackgroundServer([sys.executable, "-m", "mlops_lab.serving", "--model-uri", "models:/credit@champion",
+                           "--port", "{port}", "--max-body-bytes", "4096", "--body-timeout", "1"],
+                          name="lean-strict", health_path="/ping",
+                          env={"MLFLOW_TRACKING_URI": registry["uri"]}) as srv:
+        yield srv
+
+
+def test_the_body_cap_is_configurable(strict_server, rows):
+    big = json.dumps({"dataframe_records": rows.to_dict("records")})
+    assert len(big) > 4096
+    status, answer, headers = post(strict_server.url + "/invocations", big)
+    assert status == 413 and "4096" in answer["message"] and headers["Connection"] == "close"
+    assert post(strict_server.url + "/invocations", payloads(rows.head(2), 2)[0])[0] == 200
+
+
+def test_a_client_that_stops_mid_body_is_closed_within_the_timeout(strict_server, rows):
+    """Half a body, then silence: a 408 and a closed connection after the stated 1 s, and others are served.
+
+    The client waits 5 s (the 1 s timeout plus a wide margin for a loaded machine) before calling it a hang.
+    """
+    import threading
+
+    answers = []
+    stalled = request_head("Content-Length: 100") + b'{"dataframe_split": '  # 20 of 100 bytes, then nothing
+    stall = threading.Thread(target=lambda: answers.append(raw_exchange(strict_server.port, stalled, timeout=5)))
+    stall.start()
+    assert post(strict_server.url + "/invocations", payloads(rows.head(1))[0])[0] == 200, "others are served"
+    stall.join()
+    assert answers, "the stalled connection was not closed within 5 s"
+    status, body = status_and_json(answers[0])
+    assert status == 408 and "1" in body["message"]
+    status, _ = status_and_json(trickle(strict_server.port, stalled, seconds=5))
+    assert status == 408, "a body trickling in a byte at a time is cut off at the same deadline"
+
+
+def trickle(port: int, head: bytes, seconds: float) -> bytes:
+    """Send ``head``, then one byte every 0.25 s for up to ``seconds``; once the server starts answering,
+    all it sends until it closes (b"" if it never answers)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=0.25) as sock:
+        sock.sendall(head)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                first = sock.recv(65536)
+            except TimeoutError:
+                try:
+                    sock.sendall(b" ")
+                except OSError:  # the server has closed; its answer, if any, is still to be read
+                    pass
+                continue
+            sock.settimeout(seconds)
+            chunks = [first]
+            while chunks[-1]:
+                chunks.append(sock.recv(65536))
+            return b"".join(chunks)
+    return b""

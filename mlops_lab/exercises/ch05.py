@@ -28,26 +28,28 @@ ASSOCIATIONS_WHY = {
 }
 
 
-def months_behind(graph, alias: str) -> list[str]:
-    """The monthly files upstream of the version an alias points at (the ones its pipeline read), in order."""
-    upstream = query_lineage(graph, f"alias:{alias}", ASCENDANTS)
+def months_behind(graph, node: str) -> list[str]:
+    """The monthly files upstream of ``node`` (a version, ``version:3``, or an alias, ``alias:champion``): the
+    ones its pipeline read, in order."""
+    upstream = query_lineage(graph, node, ASCENDANTS)
     return sorted(graph.nodes[n]["label"] for n in upstream if "relpath" in graph.nodes[n])
 
 
-def check_challenger_months(answer, graph) -> None:
-    expected = months_behind(graph, "challenger")
+def check_rejected_months(answer, graph, version) -> None:
+    """ex-05-1: the monthly files the pipeline read for ``version``, the challenger the gate rejected."""
+    expected = months_behind(graph, f"version:{version}")
     if not_attempted(answer):
         return verdict("ex-05-1", None, "replace the ... with a list of months such as ['2024-01'].")
     if isinstance(answer, str) or not hasattr(answer, "__iter__"):
         return verdict("ex-05-1", False, f"expected a list of months, got {answer!r}.")
     got = sorted(str(m).removesuffix(".csv") for m in answer)
     if got == expected:
-        return verdict("ex-05-1", True, f"the challenger's pipeline read {', '.join(expected)}: the files of its "
+        return verdict("ex-05-1", True, f"version {version}'s pipeline read {', '.join(expected)}: the files of its "
                                         f"split (training months, then a validation and a test month), each a "
                                         f"version of the file as exported on the run's date.")
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     verdict("ex-05-1", False, f"missing {missing or 'nothing'}, not used {extra or 'nothing'}.",
-            "query_lineage(graph, 'alias:challenger', 'Ascendants') and keep the nodes with a 'relpath'.")
+            f"query_lineage(graph, 'version:{version}', 'Ascendants') and keep the nodes with a 'relpath'.")
 
 
 def check_batch_after_rollback(answer, repo, model_name: str, relpath: str) -> None:

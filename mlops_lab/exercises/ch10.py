@@ -61,7 +61,10 @@ def check_rollout(answer) -> None:
     if not result["all_rolled_back"] or result["worst_errors"] > budget:
         problems.append(f"a bad release costs clients up to {result['worst_errors']} errors "
                         f"(budget {budget})" + ("" if result["all_rolled_back"] else ", and is not always caught"))
-    if not result["good_promoted"] or result["good_rollout_s"] > limit:
+    if not result["good_promoted"]:
+        problems.append(f"a good release is rolled back after {result['good_rollout_s']:.1f} s: its steps are too "
+                        f"small or too short to gather the evidence the alarm needs (inconclusive)")
+    elif result["good_rollout_s"] > limit:
         problems.append(f"a good release takes {result['good_rollout_s']:.1f} s (limit {limit:g} s)")
     if not problems:
         return verdict("ex-10-1", True, f"a bad release costs at most {result['worst_errors']} errors over "

@@ -8,10 +8,12 @@ import sys
 
 from mlflow import MlflowClient
 
+from mlops_lab.registry import set_alias   # records the move: which version decided when
+
 name, wanted = os.environ.get("MODEL_NAME", "credit"), os.environ.get("CANDIDATE", "")
 client = MlflowClient()
 candidate = client.get_model_version_by_alias(name, "candidate").version
 if wanted and str(wanted) != str(candidate):
     sys.exit(f"deploy: approved version {wanted}, but the candidate is now version {candidate}; not deploying")
-client.set_registered_model_alias(name, "champion", candidate)
+set_alias(name, "champion", candidate, client)
 print(f"deploy: {name}@champion -> version {candidate}")

@@ -17,7 +17,7 @@ if not gate["passed"]:
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from mlops_lab.registry import PIP_REQUIREMENTS  # noqa: E402  (given, MLflow need not infer them: 3 s)
+from mlops_lab.registry import PIP_REQUIREMENTS, set_alias  # noqa: E402  (requirements given: MLflow need not infer them)
 
 name = os.environ.get("MODEL_NAME", "credit")
 commit = os.environ.get("GITHUB_SHA") or os.environ.get("CI_COMMIT_SHA", "")
@@ -28,7 +28,7 @@ with mlflow.start_run(run_name=f"ci {commit[:8]}"):
                                     pip_requirements=PIP_REQUIREMENTS)
 tags = {"git_commit": commit, "gate.reason": gate["reason"], "gate.champion_version": str(gate["champion_version"])}
 version = mlflow.register_model(info.model_uri, name, tags=tags)
-MlflowClient().set_registered_model_alias(name, "candidate", version.version)
+set_alias(name, "candidate", version.version, MlflowClient())
 Path("candidate.env").write_text(f"CANDIDATE={version.version}\n")
 if os.environ.get("GITHUB_OUTPUT"):
     with open(os.environ["GITHUB_OUTPUT"], "a") as out:
