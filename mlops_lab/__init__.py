@@ -25,13 +25,26 @@
 - :mod:`mlops_lab.retraining` quarantine, retrain guard, retraining policies
 - :mod:`mlops_lab.exercises` per-chapter checks
 """
-from .chapter import Chapter, start_chapter
-from .shell import CommandFailed, sh
-from .simulator import (APPROVED, CATEGORICAL, EARLY_LABEL, FEATURES, NUMERIC, TARGET, CreditStream, Drift,
-                        LabelFromTheFuture, check_known, known_as_of, lend, month_end, month_label, month_start,
-                        newest_complete_month, snapshot)
+import importlib
 
-__all__ = ["Chapter", "start_chapter", "CommandFailed", "sh", "CreditStream", "Drift", "month_label",
-           "month_start", "month_end", "FEATURES", "NUMERIC", "CATEGORICAL", "TARGET", "EARLY_LABEL", "APPROVED",
-           "LabelFromTheFuture", "check_known", "known_as_of", "lend", "newest_complete_month", "snapshot"]
+# Imported on first use (PEP 562), not with the package: a process that needs one light module (the router,
+# started as a script with only the standard library and prometheus_client) does not pay for NumPy and pandas.
+_EXPORTS = {"Chapter": "chapter", "start_chapter": "chapter", "CommandFailed": "shell", "sh": "shell",
+            **{name: "simulator" for name in (
+                "APPROVED", "CATEGORICAL", "EARLY_LABEL", "FEATURES", "NUMERIC", "TARGET", "CreditStream", "Drift",
+                "LabelFromTheFuture", "check_known", "known_as_of", "lend", "month_end", "month_label",
+                "month_start", "newest_complete_month", "snapshot")}}
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value            # once: later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .router import assignment_bucket
+from .rollout import assignment_bucket
 from .simulator import APPROVED, EARLY_LABEL, known_as_of
 
 PASS_SCORE, MARGINAL_SCORE = 95.0, 75.0

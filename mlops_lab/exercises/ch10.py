@@ -6,7 +6,7 @@ import pandas as pd
 
 from ..canary import assign_arms, sample_size_two_proportions, srm_check, two_proportion_ztest
 from ..checks import check_mapping, check_number, not_attempted, verdict
-from ..router import Alarm, RolloutPlan, simulate_rollout
+from ..rollout import Alarm, RolloutPlan, simulate_rollout
 from ..simulator import EARLY_LABEL, snapshot
 
 # The situation of exercise 1: a release that fails 40 % of its requests, 100 requests per second, and an
