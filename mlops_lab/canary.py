@@ -4,7 +4,10 @@
   test (as Netflix's Kayenta does): a metric *fails* when the distributions differ significantly **and**
   the shift in medians is larger than the metric's tolerance, in a direction that matters. The score is the
   weighted share of metrics that pass (0-100): ``pass`` at 95 or more, ``marginal`` at 75 or more, else
-  ``fail`` (Kayenta's default thresholds).
+  ``fail`` (Kayenta's default thresholds); a *critical* metric that fails fails the canary whatever the score.
+  A model's scores are judged against the *same model's* scores in the shadow phase, with a tolerance
+  :func:`score_tolerance` derives from them: a retrained model is meant to score differently from the champion,
+  so comparing with the champion needs a tolerance wide enough to let a constant output through.
 - :func:`sample_size_two_proportions` is the classic two-sided z-test sample size per arm for a conversion-
   style metric; :func:`two_proportion_ztest` the test itself.
 - :func:`simulate_peeking` shows, by simulation, that looking at a fixed-horizon test after every batch and
@@ -43,6 +46,7 @@ class MetricSpec:
     ``tolerance``: the relative shift still acceptable (0.1 = 10 %), or absolute when ``absolute=True``
     (for metrics near zero, such as scores or error indicators). The shift is that of the medians, or of
     the means with ``statistic="mean"`` (for 0/1 metrics such as errors, whose medians are both 0).
+    ``critical``: a failure of this metric fails the canary even when the weighted score would pass.
     """
 
     direction: str = "increase"
@@ -50,6 +54,7 @@ class MetricSpec:
     weight: float = 1.0
     absolute: bool = False
     statistic: str = "median"
+    critical: bool = False       # a failure fails the canary whatever the score (Kayenta's critical metrics)
 
 
 def judge(baseline: dict, canary: dict, specs: dict[str, MetricSpec], alpha: float = 0.05) -> dict:
@@ -72,11 +77,26 @@ def judge(baseline: dict, canary: dict, specs: dict[str, MetricSpec], alpha: flo
               (lower and spec.direction in ("decrease", "either"))
         rows.append({"metric": name, "baseline": mb, "canary": mc, "shift": shift,
                      "p_value": p, "classification": "high" if higher else "low" if lower else "pass",
-                     "result": "fail" if bad else "pass", "weight": spec.weight})
+                     "result": "fail" if bad else "pass", "weight": spec.weight, "critical": spec.critical})
     table = pd.DataFrame(rows).set_index("metric")
     score = 100.0 * table.loc[table["result"] == "pass", "weight"].sum() / table["weight"].sum()
     verdict = "pass" if score >= PASS_SCORE else "marginal" if score >= MARGINAL_SCORE else "fail"
+    if (table["critical"] & (table["result"] == "fail")).any():
+        verdict = "fail"
     return {"score": float(score), "verdict": verdict, "metrics": table}
+
+
+def score_tolerance(reference, n: int, *, quantile: float = 0.999, n_boot: int = 2000, seed: int = 0) -> float:
+    """How far the median of ``n`` scores from the *same* model on the same traffic strays from the median of
+    ``reference`` (that model's scores in the shadow phase), at ``quantile``: a canary of a healthy release
+    exceeds it once in 1 / (1 - quantile) judgements (by a bootstrap of ``reference``). A release whose scores
+    are broken (one constant, or the other class's probability) moves its median by far more."""
+    reference = np.asarray(reference, dtype=float)
+    if len(reference) < 30 or n < 3:
+        raise ValueError(f"need at least 30 reference scores and 3 canary scores, got {len(reference)} and {n}")
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(reference, size=(n_boot, n), replace=True), axis=1)
+    return float(np.quantile(np.abs(medians - np.median(reference)), quantile))
 
 
 def sample_size_two_proportions(p_control: float, p_treatment: float, alpha: float = 0.05,

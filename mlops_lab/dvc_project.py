@@ -93,7 +93,7 @@ import yaml
 
 from .chapter import book_root
 from .shell import sh
-from .simulator import (EARLIEST_MONTH, FEATURES, KNOWN, TARGET, CreditStream, month_label, month_start,
+from .simulator import (EARLIEST_MONTH, KNOWN, TARGET, CreditStream, month_label, month_start,
                         newest_complete_month, snapshot)
 
 LABELS = tuple(KNOWN)          # ("default", "early_delinquency")

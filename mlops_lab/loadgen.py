@@ -4,8 +4,11 @@
 >>> log = run_load(router.url, bodies, rate=100, duration_s=5, concurrency=4)   # a DataFrame, one row each
 
 Each client thread holds one ``http.client`` connection (as a real client library would) and sends at a
-steady share of the total ``rate`` (open loop: a slow server does not slow the offered load down, unless
-every thread is busy). The log has, per request: ``t`` (Unix time sent), ``latency_s``, ``status``
+steady share of the total ``rate``. Open loop: each request has its slot on a fixed schedule, whatever the
+answers; a request whose slot comes while its thread still waits for an earlier answer is sent late, and its
+latency is measured from its slot, so the wait counts (no *coordinated omission*: a stalled server cannot hide
+the requests it kept from being sent). The log has, per request: ``t`` (Unix time the request was due; in a
+closed loop, when it was sent), ``latency_s`` (from then to the answer), ``status``
 (0 = no answer at all: connection refused or timed out), ``variant`` (the router's ``X-Variant`` header),
 ``retried``, ``user_id``, ``index`` (which payload was sent) and ``predictions`` (the scores returned,
 [] on an error).
@@ -118,8 +121,9 @@ def run_load(url: str, bodies: Sequence[bytes], *, rate: float | None = 100.0, d
              timeout: float = 10.0) -> pd.DataFrame:
     """Send ``bodies`` (cycled) to ``url``/invocations and log every request.
 
-    Stops after ``duration_s`` seconds, after ``requests`` requests, or when ``stop()`` turns true (checked
-    every 0.1 s), whichever comes first. ``rate=None`` sends as fast as the threads can (closed loop).
+    Stops after ``duration_s`` seconds (open loop: once the schedule reaches it, so that every request due
+    before it is sent and timed, but at most ``timeout`` seconds later), after ``requests`` requests, or when ``stop()`` turns true (checked every
+    0.1 s), whichever comes first. ``rate=None`` sends as fast as the threads can (closed loop).
     ``user_ids[i]`` is sent as ``X-User-Id`` with request ``i``; ``target_variant(i)`` as ``X-Target-Variant``.
     """
     if duration_s is None and requests is None and stop is None:
@@ -127,7 +131,7 @@ def run_load(url: str, bodies: Sequence[bytes], *, rate: float | None = 100.0, d
     counter = iter(range(requests if requests is not None else 10**12))
     lock, finished = threading.Lock(), threading.Event()
     logs: list[list] = [[] for _ in range(concurrency)]
-    start = time.perf_counter()
+    start_wall, start = time.time(), time.perf_counter()
     deadline = start + duration_s if duration_s is not None else float("inf")
     interval = concurrency / rate if rate else 0.0
 
@@ -140,13 +144,12 @@ def run_load(url: str, bodies: Sequence[bytes], *, rate: float | None = 100.0, d
                     i = next(counter, None)
                 if i is None:
                     break
-                if interval:
-                    pause = next_send - time.perf_counter()
-                    if pause > 0:
-                        time.sleep(pause)
-                    next_send += interval
-                if time.perf_counter() >= deadline or finished.is_set():
+                due = next_send if interval else time.perf_counter()  # the request's slot on the schedule
+                if due >= deadline or finished.is_set():
                     break
+                if interval:
+                    time.sleep(max(0.0, due - time.perf_counter()))  # no wait if this thread is behind
+                    next_send += interval
                 headers = {"Content-Type": "application/json"}
                 user = user_ids[i % len(user_ids)] if user_ids is not None else None
                 if user is not None:
@@ -154,9 +157,9 @@ def run_load(url: str, bodies: Sequence[bytes], *, rate: float | None = 100.0, d
                 target = target_variant(i) if target_variant is not None else None
                 if target:
                     headers["X-Target-Variant"] = target
-                sent_wall, sent = time.time(), time.perf_counter()
                 status, variant, retried, scores = client.send(bodies[i % len(bodies)], headers)
-                logs[k].append((sent_wall, time.perf_counter() - sent, status, variant, retried, user, i, scores))
+                logs[k].append((start_wall + (due - start), time.perf_counter() - due, status, variant, retried,
+                                user, i, scores))
         finally:
             client.close()
 
@@ -164,7 +167,10 @@ def run_load(url: str, bodies: Sequence[bytes], *, rate: float | None = 100.0, d
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):
-        if (stop is not None and stop()) or time.perf_counter() >= deadline:
+        # An open-loop worker stops itself at the deadline, after sending every request due before it; if its
+        # backlog is still not sent one request timeout later (a hung server), the run ends there regardless.
+        overrun = 0.0 if not interval else timeout
+        if (stop is not None and stop()) or time.perf_counter() >= deadline + overrun:
             finished.set()
         for thread in threads:
             thread.join(timeout=0.1)
@@ -227,14 +233,18 @@ def _predictions(raw: bytes, status: int) -> list:
 
 
 def summarize(log: pd.DataFrame) -> dict:
-    """Requests, errors (status 0 or >= 500), error rate, latency percentiles (ms) and throughput."""
+    """Requests, errors (status 0 or >= 500), error rate, latency mean and percentiles (ms), throughput.
+
+    The mean is what Little's law needs (requests in system = arrival rate x *mean* time in system); the
+    percentiles are what a latency objective is written in.
+    """
     if log.empty:
         return {"requests": 0}
     span = max(log["t"].max() + log["latency_s"].iloc[-1] - log["t"].min(), 1e-9)
     failed = (log["status"] == 0) | (log["status"] >= 500)
     ms = log["latency_s"].to_numpy() * 1e3
     return {"requests": len(log), "errors": int(failed.sum()), "error_rate": float(failed.mean()),
-            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99)), "rps": float(len(log) / span)}
 
 

@@ -14,6 +14,11 @@
   ``threshold``; ALARM when ``datapoints_to_alarm`` of the last ``evaluation_periods`` periods breach ("M out
   of N"), INSUFFICIENT_DATA before there are N periods, missing periods treated as CloudWatch's
   ``treat_missing_data`` says.
+- :func:`counter_increase` and :func:`history_frame` turn successive scrapes into rates the way Prometheus's
+  ``rate()`` does, treating a counter that drops as a restart of the process that counted it.
+- :func:`psi` compares the share of scores per bucket of the router's ``router_prediction`` histogram with
+  a reference; :func:`psi_threshold` derives the alarm threshold from the sampling noise of a period's
+  counts, and :func:`prediction_psi` gives one PSI per scrape interval for an :class:`AlarmRule`.
 - :func:`markdown_report` writes the Markdown report that CML would post on a pull request (a metrics
   table, alarm states, plots), and :func:`report_html` renders it (plots inlined) to show it in a notebook.
 """
@@ -93,6 +98,93 @@ def histogram_quantile(q: float, buckets: pd.Series) -> float:
     if inside <= 0:
         return float(bounds[i])
     return float(lower_bound + (bounds[i] - lower_bound) * (rank - lower_count) / inside)
+
+
+def counter_increase(before, after):
+    """How much a counter (a number) or a histogram's buckets (a Series) grew between two scrapes.
+
+    A counter only goes up while its process lives, so a drop means the process restarted and counted
+    ``after`` from zero: Prometheus's ``increase()`` and ``rate()`` do the same, instead of reporting a
+    negative rate. A histogram restarts as a whole, so one bucket that dropped resets them all.
+    """
+    if isinstance(after, pd.Series):
+        before = before.reindex(after.index, fill_value=0.0)  # a series first seen after the earlier scrape
+        return after.copy() if (after < before).any() else after - before
+    return after if after < before else after - before
+
+
+def router_snapshot(samples: pd.DataFrame, t: float) -> dict:
+    """The router's counters a dashboard needs, from one scrape taken at time ``t`` (seconds)."""
+    codes = samples[samples["name"] == "router_requests_total"]
+    errors = codes[[labels.get("code", "").startswith(("4", "5")) for labels in codes["labels"]]]
+    return {"t": t, "requests": codes["value"].sum(), "errors": errors["value"].sum(),
+            "latency": histogram_buckets(samples, "router_request_duration_seconds"),
+            "scores": histogram_buckets(samples, "router_prediction")}
+
+
+def history_frame(snapshots: list[dict]) -> pd.DataFrame:
+    """Rates between consecutive :func:`router_snapshot` s: what Prometheus's ``rate()`` and
+    ``histogram_quantile()`` would give, a restart of the router included (:func:`counter_increase`)."""
+    rows = []
+    for before, after in zip(snapshots, snapshots[1:]):
+        dt, requests = after["t"] - before["t"], counter_increase(before["requests"], after["requests"])
+        errors = counter_increase(before["errors"], after["errors"])
+        latency = counter_increase(before["latency"], after["latency"])
+        rows.append({"t": after["t"] - snapshots[0]["t"], "rps": requests / dt,
+                     "error_rate": errors / requests if requests else np.nan,
+                     "p95_ms": histogram_quantile(0.95, latency) * 1e3})
+    return pd.DataFrame(rows, columns=["t", "rps", "error_rate", "p95_ms"])
+
+
+# ---- prediction drift from the router's score histogram ----------------------------------------------------
+
+
+def bucket_counts(cumulative: pd.Series) -> pd.Series:
+    """A histogram's cumulative bucket counts (indexed by upper bound) -> the count inside each bucket."""
+    return cumulative.diff().fillna(cumulative.iloc[0]) if len(cumulative) else cumulative
+
+
+def psi(reference, current, pseudo_count: float = 0.5):
+    """Population stability index of ``current`` against ``reference``, both counts per bucket.
+
+    ``sum((c - r) * ln(c / r))`` over the buckets' shares. Each bucket gets ``pseudo_count`` observations
+    first, so a bucket that one side never filled gives a large but finite term instead of infinity.
+    Series are aligned on their index (bucket upper bounds); arrays may hold many rows (one PSI per row).
+    """
+    if isinstance(reference, pd.Series) and isinstance(current, pd.Series):
+        current = current.reindex(reference.index, fill_value=0.0)
+    r = np.asarray(reference, float) + pseudo_count
+    c = np.asarray(current, float) + pseudo_count
+    r, c = r / r.sum(axis=-1, keepdims=True), c / c.sum(axis=-1, keepdims=True)
+    value = ((c - r) * np.log(c / r)).sum(axis=-1)
+    return float(value) if np.ndim(value) == 0 else value
+
+
+def psi_threshold(reference: pd.Series, n: int, false_breach_rate: float = 0.01, draws: int = 20_000,
+                  seed: int = 0) -> float:
+    """The PSI that a period of ``n`` scores exceeds with probability ``false_breach_rate`` without drift.
+
+    Simulated: a reference and a period drawn from the same distribution (the reference's shares), each with
+    its own sampling noise, so the threshold is what chance alone gives at these counts, not a rule of thumb.
+    """
+    rng = np.random.default_rng(seed)
+    shares = (reference / reference.sum()).to_numpy(float)
+    simulated = psi(rng.multinomial(int(round(reference.sum())), shares, size=draws),
+                    rng.multinomial(n, shares, size=draws))
+    return float(np.quantile(simulated, 1 - false_breach_rate))
+
+
+def prediction_psi(scrapes: Mapping[pd.Timestamp, pd.Series], reference: pd.Series) -> pd.Series:
+    """PSI of the scores served between consecutive scrapes against ``reference`` (counts per bucket).
+
+    ``scrapes``: time -> the score histogram's cumulative buckets at that scrape (:func:`histogram_buckets`
+    of ``router_prediction``, one variant). Each value is indexed by the later scrape's time; a restart of
+    the router between two scrapes counts what the new process served (:func:`counter_increase`).
+    """
+    times = sorted(scrapes)
+    values = {after: psi(reference, bucket_counts(counter_increase(scrapes[before], scrapes[after])))
+              for before, after in zip(times, times[1:])}
+    return pd.Series(values, dtype=float, name="psi")
 
 
 # ---- data capture -----------------------------------------------------------------------------------------

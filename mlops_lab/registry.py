@@ -64,7 +64,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from scipy import stats
 
-from .models import evaluate
 from .simulator import CATEGORICAL, FEATURES, TARGET, as_of_date, check_known
 
 CHAMPION, CHALLENGER = "champion", "challenger"

@@ -506,18 +506,21 @@ def compare_policies(stream: CreditStream, config: YearConfig = YearConfig(), po
 # ---- the live loop's canary step ------------------------------------------------------------------------------
 def canary_release(router_url: str, green_url: str, bodies, *, canary_size: float = 0.2, bake_s: float = 2.0,
                    final_bake_s: float = 1.0, alarms=({"metric": "error_rate", "threshold": 0.05},),
-                   rate: float = 60.0, timeout_s: float = 60.0) -> dict:
+                   rate: float = 60.0, timeout_s: float = 60.0, admin_token: str = "") -> dict:
     """Point the router's green at ``green_url``, start a canary deployment and drive traffic until it ends.
+
+    ``admin_token`` is the router's admin token (:func:`mlops_lab.router.read_admin_token`).
 
     The router's own state machine (chapter 10) does the work: ``canary_size`` of the traffic to green, a
     bake watched by ``alarms``, then all of it, another bake, and the blue/green switch; any alarm rolls all
     traffic back to blue. Returns the outcome (``promoted`` or ``rolled_back``), the router's events and a
     summary of the client's view (requests, errors, green's share).
     """
-    from .loadgen import get_json, post, run_load, summarize
+    from .loadgen import run_load, summarize
+    from .router import admin_post, admin_state
 
     def admin(path, spec):
-        status, answer, _ = post(f"{router_url}/admin/{path}", json.dumps(spec))
+        status, answer = admin_post(router_url, path, admin_token, **spec)
         if status != 200:
             raise RuntimeError(f"router refused /admin/{path}: {answer}")
         return answer
@@ -528,11 +531,11 @@ def canary_release(router_url: str, green_url: str, bodies, *, canary_size: floa
     started = time.time()
 
     def finished():
-        phase = get_json(f"{router_url}/admin/state")["deployment"]["phase"]
+        phase = admin_state(router_url, admin_token)["deployment"]["phase"]
         return phase in ("promoted", "rolled_back") or time.time() - started > timeout_s
 
     log = run_load(router_url, bodies, rate=rate, stop=finished, concurrency=2)
-    state = get_json(f"{router_url}/admin/state")
+    state = admin_state(router_url, admin_token)
     return {"outcome": state["deployment"]["phase"], "green_weight": state["green_weight"],
             "events": [e for e in state["events"] if e["t"] >= started - 1],
             "client": summarize(log), "green_share": float((log["variant"] == "green").mean()) if len(log) else 0.0}

@@ -33,10 +33,25 @@ has one backend here, so there is none, and the client gets a 503 ``{"error_code
 the other variant instead would give a canary's clients a release nobody has judged, a shadow test's clients
 the shadow, and an A/B test's user the other arm. The failure counts as that variant's error (a green that
 cannot be reached counts against green's alarms, which then roll the canary back). A kept-alive connection
-the backend closed meanwhile is reopened once (same backend). An HTTP answer (even a 5xx) is passed to the
-client as it is, never retried.
+the backend closed meanwhile is reopened once (same backend), within the same budget: a request waits for
+its backend at most ``--timeout`` seconds (5 s) in all. An HTTP answer (even a 5xx) is passed to the client as
+it is, never retried.
 
-Admin API (JSON): ``GET /admin/state``; ``POST /admin/traffic`` ``{"green_weight", "sticky", "salt",
+Outlier detection (Envoy's ``consecutive_gateway_failure`` with ``base_ejection_time``): a hung backend (a
+process stopped, not dead: the kernel still accepts its connections) would make every request to it wait the
+full timeout. So after ``--eject-after`` (3) consecutive timeouts or connection failures the backend is
+*ejected* for ``--ejection-s`` (10 s): requests the plan gives its variant are answered 503 at once
+(``VARIANT_UNAVAILABLE``, "... is ejected ..."), and still count as that variant's errors, so a canary's
+alarms see them and roll it back. When the period ends the backend is tried again; one more failure ejects it
+again, one success clears its record. Why these defaults: a healthy server on the loopback interface does not
+time out or refuse connections, so 3 in a row is a hung or dead server, not bad luck, and waiting for Envoy's
+5 would cost clients 2 more timeouts; 10 s is shorter than Envoy's 30 s because a class server's backends
+come back within seconds (a restart), and it is longer than the alarm periods (0.5 to 1 s), so the alarms
+judge green on fast failures rather than on requests stuck for the whole timeout. HTTP answers (even 5xx)
+never eject: the backend is alive and the alarms judge its answers.
+
+Admin API (JSON): ``GET /admin/state``; ``GET /admin/shadow-scores`` (each shadowed row's two scores);
+``POST /admin/traffic`` ``{"green_weight", "sticky", "salt",
 "shadow_fraction", "capture_sample"}``; ``POST /admin/deploy`` ``{"strategy", "canary_size", "step_size",
 "bake_s", "final_bake_s", "alarms": [{"metric", "threshold", ...}]}``; ``POST /admin/rollback``;
 ``POST /admin/switch`` (green takes 100 % at once); ``POST /admin/backends`` ``{"blue", "green"}``.
@@ -45,6 +60,14 @@ times finite and > 0, backends ``http://127.0.0.1:<port>`` or ``http://localhost
 fields are refused; a refusal is a 400 ``{"error_code": "INVALID_PARAMETER_VALUE", "field", "message"}``.
 A route asked with a method it does not take answers 405 in JSON with an ``Allow`` header (``HEAD`` is
 answered on ``/ping`` and ``/health``).
+
+The admin API shares the data port, so every ``/admin/*`` call (``GET /admin/state`` too) must carry the
+router's token, ``Authorization: Bearer <token>``; without it, or with a wrong one, the answer is a 401
+``{"error_code": "UNAUTHENTICATED"}`` and nothing changes (the comparison takes constant time,
+:func:`hmac.compare_digest`). Each router generates its token at start (:func:`secrets.token_urlsafe`, 256
+bits) unless its environment gives one (``MLOPS_ROUTER_ADMIN_TOKEN``), and hands it over in a file only its
+owner can read (``--admin-token-file``, mode 0600), never in the command line, a URL or the log;
+:func:`admin_post` and :func:`admin_state` are the clients. Backends stay loopback-only.
 
 Prometheus metrics (``GET /metrics``), names kept stable for the monitoring chapter:
 
@@ -63,10 +86,19 @@ metric                                type       labels / meaning
 ``router_shadow_requests_total``      counter    ``outcome``: ok or error (copies sent to green)
 ``router_shadow_abs_diff``            histogram  |green score - blue score| per shadowed row
 ``router_capture_records_total``      counter    lines written to the capture file
+``router_ejections_total``            counter    ``variant``: backends ejected by outlier detection
+``router_model_requests_total``       counter    ``variant``, ``version``: requests a model answered, by the
+                                                 backend's ``X-Model-Version`` (a separate counter, so
+                                                 ``router_requests_total`` keeps its labels)
+``router_shadow_dropped_total``       counter    shadow copies dropped because the shadow queue was full
+``router_capture_dropped_total``      counter    capture records dropped because the capture queue was full
 ====================================  =========  ======================================================
 
 Data capture (``--capture PATH``): a share ``--capture-sample`` of requests (chosen at random) is appended
-to PATH as JSON lines, one object per request, written by a background thread off the request path.
+to PATH as JSON lines, one object per request, written by a background thread off the request path. The
+queue to that thread (10 000 records) and the shadow queue (1 000 copies) are bounded so that a slow disk or
+green never slows the clients' answers; what does not fit is dropped and counted (``capture_dropped`` and
+``shadow_dropped`` in ``/admin/state``'s counts, and in ``/metrics``), never lost silently.
 Schema version 1 (stable; new keys may be added, none removed or renamed):
 
 ====================  ===============  =================================================================
@@ -88,18 +120,21 @@ key                   type             meaning
 from __future__ import annotations
 
 import argparse
+import hmac
 import http.client
 import json
 import os
 import queue
 import random
+import secrets
 import socket
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -109,6 +144,8 @@ if not __package__:   # run as a script (router_command): make the package impor
 # The rollout state machine and the admin values live in their own modules; chapters import them from here too.
 from mlops_lab.rollout import (INCONCLUSIVE_BAKES, STRATEGIES, Alarm, Deployment, PeriodStats,  # noqa: E402,F401
                                RolloutPlan, assignment_bucket, evidence_needed, simulate_rollout)
+from mlops_lab.httpkit import (BODY_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_BODY_BYTES, MAX_THREADS,  # noqa: E402
+                              BoundedServer, LimitedBodyHandler)
 from mlops_lab.router_admin import (TRAFFIC_FIELDS, InvalidField, alarms_from_list, backend_url,  # noqa: E402,F401
                                     known_fields, plan_from_dict, typed)
 
@@ -117,12 +154,47 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 CAPTURE_SCHEMA = 1
+ADMIN_TOKEN_ENV = "MLOPS_ROUTER_ADMIN_TOKEN"  # an operator's own token; otherwise each router makes one
 
 
 # ---- the router process ---------------------------------------------------------------------------------
 class BackendUnavailable(Exception):
     """The backend could not be reached or dropped the connection: another replica of the same variant could
     take the request, never the other variant."""
+
+
+class BackendEjected(BackendUnavailable):
+    """The variant's backend is ejected (outlier detection): answered at once, without waiting on it."""
+
+
+class Ejection:
+    """Envoy-style outlier detection for one backend: ``eject_after`` consecutive gateway failures (timeout,
+    refused or dropped connection; an HTTP answer, even a 5xx, is not one and resets the count) eject it for
+    ``ejection_s`` seconds. Afterwards it is tried again on probation: one more failure ejects it again."""
+
+    def __init__(self, eject_after: int, ejection_s: float):
+        self.eject_after, self.ejection_s = eject_after, ejection_s
+        self.failures, self.until, self.ejections = 0, 0.0, 0
+        self._lock = threading.Lock()
+
+    def ejected(self, now: float) -> bool:
+        return now < self.until
+
+    def succeeded(self):
+        with self._lock:
+            self.failures = 0
+
+    def failed(self, now: float) -> bool:
+        """Count a gateway failure; True if it ejects the backend now."""
+        with self._lock:
+            if self.ejected(now):  # requests that were already waiting when it was ejected
+                return False
+            self.failures += 1
+            if self.failures < self.eject_after:
+                return False
+            self.failures = self.eject_after - 1  # on probation once the ejection ends
+            self.until, self.ejections = now + self.ejection_s, self.ejections + 1
+            return True
 
 
 class _Pools(threading.local):
@@ -132,11 +204,21 @@ class _Pools(threading.local):
         self.connections: dict[str, http.client.HTTPConnection] = {}
 
 
+TIMEOUT_S = 5.0     # each request's time budget at its backend
+EJECT_AFTER = 3     # consecutive gateway failures that eject a backend (Envoy's consecutive_gateway_failure)
+EJECTION_S = 10.0   # how long it stays ejected (Envoy's base_ejection_time)
+
+
 class Router:
-    def __init__(self, blue: str, green: str | None = None, period_s: float = 1.0, timeout_s: float = 5.0,
-                 capture: str | None = None, capture_sample: float = 0.0, seed: int | None = None):
+    def __init__(self, blue: str, green: str | None = None, period_s: float = 1.0, timeout_s: float = TIMEOUT_S,
+                 capture: str | None = None, capture_sample: float = 0.0, seed: int | None = None,
+                 admin_token: str | None = None, eject_after: int = EJECT_AFTER, ejection_s: float = EJECTION_S,
+                 shadow_queue_size: int = 1000, capture_queue_size: int = 10000):
+        self.admin_token = admin_token or secrets.token_urlsafe(32)  # 256 random bits unless one is given
         self.backends = {"blue": blue.rstrip("/"), "green": (green or "").rstrip("/")}
         self.period_s, self.timeout_s = float(period_s), float(timeout_s)
+        self.eject_after, self.ejection_s = int(eject_after), float(ejection_s)
+        self.ejection = {v: Ejection(self.eject_after, self.ejection_s) for v in VARIANTS}
         self.green_weight, self.sticky, self.shadow_fraction = 0.0, False, 0.0
         self.salt = ""  # the running A/B experiment's name, mixed into the assignment hash
         self.capture_path, self.capture_sample = capture, float(capture_sample)
@@ -146,10 +228,12 @@ class Router:
         self._pools = _Pools()
         self._green_period: list[tuple[float, bool]] = []
         self.events: list[tuple[float, str, float]] = []
-        self.counts = {"requests": 0, "unreachable": 0, "shadowed": 0, "shadow_errors": 0}
+        self.counts = {"requests": 0, "unreachable": 0, "ejected": 0, "ejections": 0, "shadowed": 0,
+                       "shadow_errors": 0, "shadow_dropped": 0, "capture_dropped": 0}
         self.shadow_pairs: deque = deque(maxlen=20000)  # (blue score, green score) per shadowed row
-        self._shadow_queue: queue.Queue = queue.Queue(maxsize=1000)
-        self._capture_queue: queue.Queue = queue.Queue(maxsize=10000)
+        # Bounded, so a slow green or disk never holds the request path: what does not fit is dropped, counted.
+        self._shadow_queue: queue.Queue = queue.Queue(maxsize=shadow_queue_size)
+        self._capture_queue: queue.Queue = queue.Queue(maxsize=capture_queue_size)
         self._stop = threading.Event()
         self._init_metrics()
         self._threads = [threading.Thread(target=target, daemon=True)
@@ -175,8 +259,22 @@ class Router:
         self.m_shadow_diff = Histogram("router_shadow_abs_diff", "|green - blue| score per shadowed row",
                                        buckets=DIFF_BUCKETS, registry=r)
         self.m_captured = Counter("router_capture_records", "Lines written to the capture file", registry=r)
+        self.m_shadow_dropped = Counter("router_shadow_dropped", "Shadow copies dropped: the queue was full",
+                                        registry=r)
+        self.m_capture_dropped = Counter("router_capture_dropped", "Capture records dropped: the queue was full",
+                                         registry=r)
+        self.m_model_requests = Counter("router_model_requests", "Client requests answered, per model version",
+                                        ["variant", "version"], registry=r)
+        self.m_ejections = Counter("router_ejections", "Backends ejected by outlier detection", ["variant"],
+                                   registry=r)
         self._latency = {v: self.m_latency.labels(v) for v in VARIANTS}  # label lookups off the hot path
         self._predictions = {v: self.m_prediction.labels(v) for v in VARIANTS}
+
+    def authorized(self, authorization: str | None) -> bool:
+        """Does an ``Authorization`` header carry this router's admin token? Compared in constant time, so
+        the answer's timing tells an attacker nothing about how much of a guess was right."""
+        expected = f"Bearer {self.admin_token}".encode()
+        return hmac.compare_digest((authorization or "").encode("utf-8", "replace"), expected)
 
     # -- routing ------------------------------------------------------------------------------------------
     def choose(self, user_id: str | None, target: str | None) -> str:
@@ -192,16 +290,38 @@ class Router:
         return "green" if self._random.random() < weight else "blue"
 
     def forward(self, variant: str, body: bytes, headers: dict) -> tuple[int, bytes, dict]:
-        """POST body to the variant's /invocations over this thread's kept-alive connection."""
+        """POST body to the variant's /invocations, unless outlier detection ejected its backend."""
+        ejection = self.ejection[variant]
+        if ejection.ejected(time.monotonic()):
+            raise BackendEjected(f"{variant} is ejected after {self.eject_after} consecutive timeouts or "
+                                 f"connection failures; it is tried again {self.ejection_s:g} s after ejection")
+        try:
+            answer = self._send_to(variant, body, headers)
+        except BackendUnavailable:
+            if ejection.failed(time.monotonic()):
+                self.m_ejections.labels(variant).inc()
+                with self.lock:
+                    self.counts["ejections"] += 1
+            raise
+        ejection.succeeded()
+        return answer
+
+    def _send_to(self, variant: str, body: bytes, headers: dict) -> tuple[int, bytes, dict]:
+        """POST body over this thread's kept-alive connection, within one timeout budget for the request."""
         base = self.backends[variant]
         if not base:
             raise BackendUnavailable(f"no {variant} backend configured")
+        deadline = time.monotonic() + self.timeout_s  # the retry below shares the budget, never doubles it
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile gets one fresh retry
             conn = self._pools.connections.get(base)
             if conn is None:
                 parts = urlsplit(base)
                 conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout_s)
                 self._pools.connections[base] = conn
+            budget = max(deadline - time.monotonic(), 0.001)
+            conn.timeout = budget
+            if conn.sock is not None:
+                conn.sock.settimeout(budget)
             try:
                 conn.request("POST", "/invocations", body=body, headers=headers)
                 response = conn.getresponse()
@@ -228,11 +348,12 @@ class Router:
         request_id = os.urandom(8).hex()
         variant = self.choose(user_id, target)
         headers = {"Content-Type": content_type or "application/json"}
-        unreachable = False
+        unreachable = ejected = False
         try:
             status, payload, extra = self.forward(variant, body, headers)
         except BackendUnavailable as error:
             unreachable, status, extra = True, 503, {"X-Model-Version": ""}
+            ejected = isinstance(error, BackendEjected)
             payload = json.dumps({"error_code": "VARIANT_UNAVAILABLE",
                                   "message": f"the {variant} variant is unreachable: {error}"}).encode()
         failed = status >= 500
@@ -241,10 +362,13 @@ class Router:
         if failed:
             self.m_backend_errors.labels(variant).inc()
         self.m_requests.labels(variant, str(status)).inc()
+        if extra.get("X-Model-Version"):  # answered by a model (not refused by the router): which version
+            self.m_model_requests.labels(variant, extra["X-Model-Version"]).inc()
         self._latency[variant].observe(elapsed)
         with self.lock:
             self.counts["requests"] += 1
             self.counts["unreachable"] += unreachable
+            self.counts["ejected"] += ejected
         scores = _scores(payload) if status == 200 else []
         predictions = self._predictions[variant]
         for score in scores:
@@ -254,7 +378,7 @@ class Router:
             try:
                 self._shadow_queue.put_nowait((received, request_id, body, headers, scores, user_id))
             except queue.Full:
-                pass
+                self._dropped("shadow_dropped", self.m_shadow_dropped)
         if self.capture_path and self.capture_sample > 0 and self._random.random() < self.capture_sample:
             self._capture(received, request_id, variant, False, status, elapsed, user_id,
                           extra.get("X-Model-Version", ""), body, scores)
@@ -320,6 +444,8 @@ class Router:
         checked = {variant: backend_url(variant, url) for variant, url in urls.items()}
         with self.lock:
             self.backends.update(checked)
+            for variant in checked:  # a new server starts with a clean record
+                self.ejection[variant] = Ejection(self.eject_after, self.ejection_s)
 
     def rollback(self, reason: str = "manual rollback"):
         with self.lock:
@@ -336,6 +462,13 @@ class Router:
             self.green_weight, self.sticky = 1.0, False
             self.events.append((time.time(), "blue/green switch: green is live", 1.0))
             self.m_weight.set(1.0)
+
+    def shadow_scores(self) -> dict:
+        """Both variants' scores for the rows shadowed so far (the newest 20,000): the challenger's own score
+        distribution on live traffic, which its canary is later judged against (:func:`mlops_lab.canary.judge`)."""
+        with self.lock:
+            pairs = list(self.shadow_pairs)
+        return {"blue": [b for b, _ in pairs], "green": [g for _, g in pairs]}
 
     def state(self) -> dict:
         with self.lock:
@@ -387,7 +520,12 @@ class Router:
                                             "latency_ms": round(elapsed * 1e3, 3), "user_id": user_id,
                                             "model_version": version, "body": body, "predictions": scores})
         except queue.Full:
-            pass
+            self._dropped("capture_dropped", self.m_capture_dropped)
+
+    def _dropped(self, count: str, metric: Counter):
+        with self.lock:
+            self.counts[count] += 1
+        metric.inc()
 
     def _capture_worker(self):
         while not (self._stop.is_set() and self._capture_queue.empty()):  # on close, drain before exiting
@@ -460,7 +598,7 @@ def _shadow_summary(pairs, shadowed, errors) -> dict:
 
 # ---- HTTP ---------------------------------------------------------------------------------------------
 ROUTES = {"/invocations": ("POST",), "/ping": ("GET", "HEAD"), "/health": ("GET", "HEAD"), "/metrics": ("GET",),
-          "/admin/state": ("GET",)}
+          "/admin/state": ("GET",), "/admin/shadow-scores": ("GET",)}
 
 
 def allowed_methods(path: str) -> tuple[str, ...] | None:
@@ -468,13 +606,10 @@ def allowed_methods(path: str) -> tuple[str, ...] | None:
     return ROUTES.get(path) or (("POST",) if path.startswith("/admin/") else None)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    router: Router
+class _Handler(LimitedBodyHandler):
+    """Bounded bodies, idle connections closed, TCP_NODELAY: :class:`mlops_lab.httpkit.LimitedBodyHandler`."""
 
-    def setup(self):
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    router: Router
 
     def log_message(self, format, *args):
         pass
@@ -492,15 +627,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status, obj, headers=None):
         self._send(status, json.dumps(obj).encode(), headers=headers)
 
-    def _read_body(self) -> bytes | None:
-        """The request's body (b"" if none), or None after answering 400 to a malformed Content-Length."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self._json(400, {"error_code": "BAD_REQUEST", "message": "invalid Content-Length"})
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
     def _method_refused(self, path: str) -> bool:
         """Answer 404 (no such route) or 405 with ``Allow`` (the route takes other methods); False if allowed."""
         allowed = allowed_methods(path)
@@ -514,9 +640,18 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _unauthorized(self, path: str) -> bool:
+        """Answer 401 to an admin call without the router's token; False if the call may go on."""
+        if not path.startswith("/admin/") or self.router.authorized(self.headers.get("Authorization")):
+            return False
+        self._json(401, {"error_code": "UNAUTHENTICATED",
+                         "message": "the admin API needs the header 'Authorization: Bearer <the router's token>'"},
+                   headers={"WWW-Authenticate": 'Bearer realm="router admin"'})
+        return True
+
     def _refuse(self):
         """PUT, DELETE, PATCH: no route takes them (the body is read first, so the connection stays usable)."""
-        if self._read_body() is not None:
+        if self.read_body() is not None:
             self._method_refused(self.path.split("?")[0])
 
     do_PUT = do_DELETE = do_PATCH = _refuse
@@ -528,19 +663,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0]
-        if self._method_refused(path):
+        if self._method_refused(path) or self._unauthorized(path):
             return
         if path in ("/ping", "/health"):
             self._send(200, b"\n")
         elif path == "/metrics":
             self._send(200, generate_latest(self.router.registry), CONTENT_TYPE_LATEST)
+        elif path == "/admin/shadow-scores":
+            self._json(200, self.router.shadow_scores())
         else:
             self._json(200, self.router.state())
 
     def do_POST(self):
         path = self.path.split("?")[0]
-        body = self._read_body()
-        if body is None or self._method_refused(path):
+        body = self.read_body()
+        if body is None or self._method_refused(path) or self._unauthorized(path):
             return
         if path == "/invocations":
             if not body:
@@ -584,13 +721,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def router_command(blue: str, green: str = "", *, period_s: float = 1.0, capture: str | None = None,
-                   capture_sample: float = 0.1, seed: int | None = None, python: str | None = None) -> list[str]:
+                   capture_sample: float = 0.1, seed: int | None = None, python: str | None = None,
+                   admin_token_file: str | os.PathLike | None = None, timeout_s: float | None = None,
+                   eject_after: int | None = None, ejection_s: float | None = None) -> list[str]:
     """The command that starts a router on ``{port}`` (for :class:`mlops_lab.servers.BackgroundServer`).
 
     It runs this file as a script, so it starts whether or not the package is installed (a Colab kernel
     that put the course on ``sys.path``); the router and its two sibling modules need only the standard
     library and prometheus_client (the package's ``__init__`` imports nothing until asked: no NumPy, pandas).
     A ``seed`` makes the random choices (canary split, shadow and capture sampling) repeatable.
+
+    The admin API needs the router's token: the router writes it to ``admin_token_file`` (mode 0600) before
+    it serves, so once :class:`~mlops_lab.servers.BackgroundServer` has started it,
+    ``read_admin_token(admin_token_file)`` gives it to the caller. The token never goes into the command line
+    (``ps`` shows it to every user of the machine), a URL or the log. Without a file, only an operator who
+    set ``MLOPS_ROUTER_ADMIN_TOKEN`` in the router's environment can use the admin API.
     """
     command = [python or sys.executable, os.path.abspath(__file__), "--blue", blue, "--green", green or "",
                "--port", "{port}", "--period", str(period_s)]
@@ -598,14 +743,63 @@ def router_command(blue: str, green: str = "", *, period_s: float = 1.0, capture
         command += ["--capture", str(capture), "--capture-sample", str(capture_sample)]
     if seed is not None:
         command += ["--seed", str(seed)]
+    if admin_token_file is not None:
+        command += ["--admin-token-file", os.fspath(admin_token_file)]
+    for flag, value in (("--timeout", timeout_s), ("--eject-after", eject_after), ("--ejection-s", ejection_s)):
+        if value is not None:
+            command += [flag, str(value)]
     return command
 
 
-def make_server(router: Router, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"router": router})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+# ---- the admin API's clients ------------------------------------------------------------------------------
+def write_admin_token(path: str | os.PathLike, token: str) -> None:
+    """Write the token readable by its owner only: created 0600, and an older file is narrowed first."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)
+        f.write(token + "\n")
+
+
+def read_admin_token(path: str | os.PathLike) -> str:
+    return Path(path).read_text().strip()
+
+
+def admin_call(url: str, method: str, path: str, token: str, body: bytes | None = None,
+               timeout: float = 10) -> tuple[int, dict]:
+    """One admin call with the token in the ``Authorization`` header: (status, JSON answer)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def admin_post(url: str, action: str, token: str, **fields) -> tuple[int, dict]:
+    """``POST /admin/<action>`` with ``fields`` as its JSON body: (status, answer), e.g.
+    ``admin_post(router.url, "traffic", token, green_weight=0.1)``."""
+    return admin_call(url, "POST", f"/admin/{action}", token, json.dumps(fields).encode())
+
+
+def admin_state(url: str, token: str) -> dict:
+    """``GET /admin/state``; raises if the router refuses."""
+    status, answer = admin_call(url, "GET", "/admin/state", token)
+    if status != 200:
+        raise RuntimeError(f"router refused /admin/state ({status}): {answer}")
+    return answer
+
+
+def make_server(router: Router, port: int, host: str = "127.0.0.1", *, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                body_timeout_s: float = BODY_TIMEOUT_S, max_body_bytes: int = MAX_BODY_BYTES,
+                max_threads: int = MAX_THREADS) -> ThreadingHTTPServer:
+    """The router's HTTP server: the kernel's full backlog, at most ``max_threads`` handler threads,
+    connections idle for ``idle_timeout_s`` closed, bodies bounded (:mod:`mlops_lab.httpkit`)."""
+    handler = type("Handler", (_Handler,), {"router": router, "timeout": idle_timeout_s,
+                                            "body_timeout_s": body_timeout_s, "max_body_bytes": max_body_bytes})
+    return BoundedServer((host, port), handler, max_threads=max_threads)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -615,13 +809,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--period", type=float, default=1.0, help="alarm evaluation period in seconds")
-    parser.add_argument("--timeout", type=float, default=5.0, help="backend timeout in seconds")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="each request's time budget at a backend (s)")
+    parser.add_argument("--eject-after", type=int, default=EJECT_AFTER,
+                        help="consecutive timeouts or connection failures that eject a backend")
+    parser.add_argument("--ejection-s", type=float, default=EJECTION_S, help="how long a backend stays ejected (s)")
     parser.add_argument("--capture", default=None, help="append sampled requests to this JSON-lines file")
     parser.add_argument("--capture-sample", type=float, default=0.1, help="share of requests captured")
     parser.add_argument("--seed", type=int, default=None, help="seed for traffic splits and sampling")
+    parser.add_argument("--admin-token-file", default=None,
+                        help=f"write the admin token here (mode 0600); ${ADMIN_TOKEN_ENV} gives one, else random")
     args = parser.parse_args(argv)
     router = Router(args.blue, args.green, period_s=args.period, timeout_s=args.timeout,
-                    capture=args.capture, capture_sample=args.capture_sample if args.capture else 0.0, seed=args.seed)
+                    capture=args.capture, capture_sample=args.capture_sample if args.capture else 0.0, seed=args.seed,
+                    admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None, eject_after=args.eject_after,
+                    ejection_s=args.ejection_s)
+    if args.admin_token_file:  # before the port opens: a caller that saw /ping answer can read the token
+        write_admin_token(args.admin_token_file, router.admin_token)
     server = make_server(router, args.port, args.host)
     print(f"router on http://{args.host}:{args.port}: blue={args.blue} green={args.green or '-'}", flush=True)
     try:

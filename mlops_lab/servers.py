@@ -6,13 +6,15 @@
 
 A server runs in its own process group, so stopping it also stops whatever it spawned (uvicorn workers,
 gunicorn children). Every server still running is stopped when the Python process exits normally; on Linux
-the server also gets SIGTERM if the kernel that started it is killed, so no orphan is left behind.
+the server also gets SIGTERM if the kernel that started it is killed (SIGKILL or SIGTERM), whichever thread
+started it, so no orphan is left behind.
 """
 from __future__ import annotations
 
 import atexit
 import ctypes
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -22,6 +24,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -42,9 +46,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent():  # runs in the child between fork and exec
+def _die_with_parent(parent_pid: int):  # runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # the parent died before prctl: no signal will come
+            os._exit(1)
+
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process. A server forked
+# from a short-lived worker thread would be killed when that thread ends, and without the setting it
+# outlives a killed kernel. So every server is forked by one spawner thread that lives as long as the
+# process: the signal then comes exactly when the process dies, whichever thread asked for the server.
+_spawn_requests: "queue.Queue[tuple[Future, dict]]" = queue.Queue()
+_spawner: threading.Thread | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn_forever(requests: "queue.Queue[tuple[Future, dict]]") -> None:
+    while True:
+        done, popen_kwargs = requests.get()
+        try:
+            done.set_result(subprocess.Popen(**popen_kwargs, preexec_fn=partial(_die_with_parent, os.getpid())))
+        except BaseException as error:  # hand Popen's failure to the thread that asked
+            done.set_exception(error)
+
+
+def _spawn(**popen_kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(**popen_kwargs)``, forked by the spawner thread (started on first use, and again
+    in a forked copy of this process, where the thread does not exist)."""
+    global _spawner, _spawn_requests
+    with _spawner_lock:
+        if _spawner is None or not _spawner.is_alive():
+            _spawn_requests = queue.Queue()  # a forked copy's queue may hold its parent's locks or requests
+            _spawner = threading.Thread(target=_spawn_forever, args=(_spawn_requests,), name="server-spawner",
+                                        daemon=True)
+            _spawner.start()
+        requests = _spawn_requests
+    done: Future = Future()
+    requests.put((done, popen_kwargs))
+    return done.result()
 
 
 class BackgroundServer:
@@ -72,12 +112,9 @@ class BackgroundServer:
         if self.running:
             return self
         env = {**os.environ, **QUIET_ENV, **self.env}
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so use it only from the main thread.
-        on_fork = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, cwd=self.cwd, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True, preexec_fn=on_fork)
+            self.process = _spawn(args=self.command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
         _RUNNING.add(self)
         try:
             self._wait_until_healthy()

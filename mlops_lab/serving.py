@@ -10,8 +10,9 @@ This server keeps everything that matters about MLflow serving and drops the res
   flavour and its signature all work as in MLflow), and every request goes through ``PyFuncModel.predict``,
   which enforces the signature's input schema;
 - requests are parsed as MLflow's scoring server parses them (well-formed ``dataframe_split`` and
-  ``dataframe_records`` bodies by a direct fast path, everything else by MLflow's own parser, so the error
-  messages are MLflow's), and the contract is MLflow's:
+  ``dataframe_records`` bodies by a direct fast path that casts columns to the signature's types as MLflow
+  does, e.g. a JSON integer into a double column; everything else by MLflow's own parser,
+  ``infer_and_parse_data``, so the error messages are MLflow's), and the contract is MLflow's:
   ``GET /ping`` (and ``/health``), ``GET /version``, ``POST /invocations`` with ``application/json``
   (``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``) or ``text/csv``; the answer is
   ``{"predictions": [...]}``;
@@ -27,6 +28,8 @@ Deliberate differences, all so that a 5xx always means the model failed and ever
   lets it through a float column and answers 200 with ``NaN``, which is not JSON. Answers are serialized
   with ``allow_nan=False``, and a model that returns a non-finite score gets a 500;
 - a body no parser can take (nested too deeply, not UTF-8...) is a 400, never a 500;
+- a value the signature's type cannot hold exactly (an age of 35.5 for an integer column, an integer beyond
+  2**53 for a double) is a 400; MLflow's parser casts it with ``astype`` and silently truncates or rounds it;
 - a wrong method on a known route is a 405 with an ``Allow`` header (``HEAD`` works wherever ``GET`` does);
 - a body is read only with a plain ``Content-Length`` (else 400, or 411 for a chunked body), of at most
   ``--max-body-bytes`` (1 MiB; else 413), arriving within ``--body-timeout`` seconds (10; else 408); these
@@ -58,13 +61,10 @@ import io
 import json
 import logging
 import os
-import re
-import socket
 import sys
 import time
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 from unittest import mock
 
 import mlflow.pyfunc
@@ -72,12 +72,12 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .httpkit import (BODY_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_BODY_BYTES, MAX_THREADS, BoundedServer,
+                      LimitedBodyHandler)
 from .simulator import CATEGORICAL, FEATURES, NUMERIC
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-MAX_BODY_BYTES = 1 << 20  # 1 MiB: a few thousand rows; a bigger batch belongs in a batch job, not a request
-BODY_TIMEOUT_S = 10.0  # for the whole body: 1 MiB at 100 kB/s; on loopback it takes milliseconds
 
 
 # ---- the model ------------------------------------------------------------------------------------------
@@ -234,9 +234,13 @@ class ModelService:
                 return mlflow_server.parse_csv_input(io.StringIO(body.decode("utf-8", "replace")),
                                                      schema=self.input_schema)
             data = _fast_frame(body)  # a well-formed split/records body; None for anything else
+            if data is not None:
+                data = _cast_to_schema(data, self.input_schema)  # None if only MLflow's parser can say why
             if data is None:  # MLflow's own parser, and its error messages
-                data = mlflow_server._parse_json_data(body, self.model.metadata, self.input_schema).data
+                data = mlflow_server.infer_and_parse_data(_json_object(body), self.input_schema)
             return data
+        except _Answer:
+            raise
         except MlflowException as error:
             raise _Answer(error.get_http_status_code(), error.serialize_as_json().encode()) from error
         except RecursionError as error:  # "[[[[..." deeper than the parser can go: the client's body
@@ -269,8 +273,8 @@ class ModelService:
 def _fast_frame(body: bytes) -> pd.DataFrame | None:
     """A DataFrame from a well-formed ``dataframe_split`` or ``dataframe_records`` body, else None.
 
-    MLflow's parser also casts each column to the signature's type, which ``PyFuncModel.predict`` does
-    again when it enforces the schema; building the frame directly saves about a millisecond a request.
+    Building the frame directly (then :func:`_cast_to_schema`) instead of through MLflow's parser saves
+    about a millisecond a request.
     Anything unusual (other keys, params, malformed JSON) returns None and goes through MLflow's parser,
     so every error message is MLflow's own.
     """
@@ -294,6 +298,61 @@ def _fast_frame(body: bytes) -> pd.DataFrame | None:
     except (ValueError, UnicodeDecodeError, TypeError):
         return None
     return None
+
+
+def _cast_to_schema(frame: pd.DataFrame, schema) -> pd.DataFrame | None:
+    """The fast path's frame cast to the signature's numeric types as MLflow's server casts it, losing nothing.
+
+    ``mlflow models serve`` casts each column with ``astype`` while parsing (``cast_df_types_according_to_schema``)
+    before ``PyFuncModel.predict`` enforces the schema, which alone would refuse a JSON integer in a double
+    column ("Can not safely convert int64 to float64"). The same casts are made here when they are exact
+    (checked by casting back): an integer into a double column (up to 2**53), an integral float into an integer
+    column. ``astype`` would silently round or truncate the rest (35.5 years as 35): a 400 here, a deliberate
+    difference. A non-numeric value for a numeric column returns None, so MLflow's parser gives its own error;
+    a missing value is left for :func:`_reject_missing_values` to name.
+    """
+    from mlflow.types import DataType
+
+    if schema is None or not schema.has_input_names():
+        return frame
+    for name, kind in zip(schema.input_names(), schema.input_types()):
+        if name not in frame.columns or not isinstance(kind, DataType) or _has_missing(frame[name]):
+            continue
+        values, target = frame[name], kind.to_numpy()
+        if values.dtype == target or target.kind not in "iuf":
+            continue
+        if values.dtype.kind not in "iuf":
+            return None
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cast = values.astype(target)
+            exact = bool((cast.astype(values.dtype) == values).all())
+        if not exact:
+            raise _Answer(400, _error("BAD_REQUEST", f"Invalid input. Column {name!r} holds values that {target} "
+                                                     f"cannot represent exactly; this server does not round them."))
+        frame[name] = cast
+    return frame
+
+
+def _json_object(body: bytes) -> dict:
+    """The body as a JSON object, or MLflow's 400 (BAD_REQUEST) with its scoring server's wording.
+
+    MLflow's own function for this step (``scoring_server._parse_json_data``) is private; what it does for a
+    model without a params schema or a chat signature is this plus the public ``infer_and_parse_data``.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+    from mlflow.pyfunc.scoring_server import REQUIRED_INPUT_FORMAT
+
+    try:
+        payload = json.loads(body)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise MlflowException(f"Invalid input. Ensure that input is a valid JSON formatted string. "
+                              f"Error: '{error!r}'", error_code=BAD_REQUEST) from error
+    if not isinstance(payload, dict):
+        raise MlflowException(f"Invalid input. {REQUIRED_INPUT_FORMAT}. Received a {type(payload).__name__}.",
+                              error_code=BAD_REQUEST)
+    return payload
 
 
 JSON = "application/json"
@@ -355,16 +414,10 @@ ALLOWED = {"/ping": "GET, HEAD", "/health": "GET, HEAD", "/version": "GET, HEAD"
            "/info": "GET, HEAD", "/invocations": "POST"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: a router or client reuses one connection per thread
-    service: ModelService  # set on the subclass by make_server
-    max_body_bytes: int = MAX_BODY_BYTES
-    body_timeout_s: float = BODY_TIMEOUT_S
+class _Handler(LimitedBodyHandler):
+    """Bounded bodies, idle connections closed, TCP_NODELAY: :class:`mlops_lab.httpkit.LimitedBodyHandler`."""
 
-    def setup(self):
-        super().setup()
-        # Headers and body are two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    service: ModelService  # set on the subclass by make_server
 
     def log_message(self, format, *args):  # quiet: metrics, not access logs
         pass
@@ -383,59 +436,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":  # a HEAD answer has GET's headers and no body
             self.wfile.write(body)
 
-    def _read_body(self) -> bytes | None:
-        """The request body; None once a 4xx has been sent and the connection marked for closing.
-
-        The server reads only a body whose size it knows in advance (a plain decimal Content-Length, at
-        most ``max_body_bytes``) and that arrives within ``body_timeout_s``; a thread is never held by a
-        client that stops sending, and memory never by one that claims gigabytes.
-        """
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._refuse(411, "LENGTH_REQUIRED", "send the body with a Content-Length, not chunked")
-        declared = (self.headers.get("Content-Length") or "0").strip()
-        if not re.fullmatch(r"[0-9]+", declared):
-            return self._refuse(400, "BAD_REQUEST", f"Content-Length must be a non-negative integer, "
-                                                    f"got {declared[:40]!r}")
-        if int(declared) > self.max_body_bytes:
-            return self._refuse(413, "PAYLOAD_TOO_LARGE", f"the body has {declared[:40]} bytes; this server "
-                                                          f"accepts at most {self.max_body_bytes}")
-        try:
-            return self._read_within_deadline(int(declared))
-        except TimeoutError:
-            return self._refuse(408, "REQUEST_TIMEOUT", f"the body did not arrive within "
-                                                        f"{self.body_timeout_s:g} s")
-        except ConnectionError:  # the client hung up mid-body: nobody to answer
-            self.close_connection = True
-            return None
-
-    def _read_within_deadline(self, length: int) -> bytes:
-        """``length`` bytes, all of them by one deadline, so a client trickling bytes is cut off too."""
-        deadline = time.monotonic() + self.body_timeout_s
-        chunks, remaining = [], length
-        try:
-            while remaining:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                self.connection.settimeout(left)
-                chunk = self.rfile.read1(min(remaining, 1 << 16))
-                if not chunk:
-                    raise ConnectionError("the client closed the connection mid-body")
-                chunks.append(chunk)
-                remaining -= len(chunk)
-        finally:
-            self.connection.settimeout(None)  # an idle kept-alive connection may wait for its next request
-        return b"".join(chunks)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer a request whose body is not read; close, as the rest of the stream cannot be trusted."""
-        self.close_connection = True
-        self._send(status, _error(code, message), headers={"Connection": "close"})
-
     def _wrong_method(self):
         """405 with the route's methods for a known route, 404 for an unknown one; the body is drained first
         so that the kept-alive connection stays in step."""
-        if self._read_body() is None:
+        if self.read_body() is None:
             return
         allowed = ALLOWED.get(self.route)
         if allowed is None:
@@ -461,7 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET  # _send leaves the body out
 
     def do_OPTIONS(self):  # which methods a route answers: the Allow header of an empty 200
-        if self._read_body() is None:
+        if self.read_body() is None:
             return
         allowed = ALLOWED.get(self.route)
         if allowed is None:
@@ -473,7 +477,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.route != "/invocations":
             self._wrong_method()
             return
-        body = self._read_body()
+        body = self.read_body()
         if body is None:
             return
         start = time.perf_counter()
@@ -485,28 +489,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = _wrong_method
 
 
-def listen_backlog() -> int:
-    """The kernel's limit on pending connections (the standard library asks for only 5).
-
-    A burst of new connections beyond the backlog has its SYNs dropped, and each of those clients waits
-    1, 3, 7... seconds for a retry; the kernel caps any larger request at this value anyway.
-    """
-    try:
-        return int(Path("/proc/sys/net/core/somaxconn").read_text())
-    except (OSError, ValueError):
-        return socket.SOMAXCONN
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = listen_backlog()
-
-
 def make_server(service: ModelService, port: int, host: str = "127.0.0.1", *, max_body_bytes: int = MAX_BODY_BYTES,
-                body_timeout_s: float = BODY_TIMEOUT_S) -> ThreadingHTTPServer:
+                body_timeout_s: float = BODY_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                max_threads: int = MAX_THREADS) -> ThreadingHTTPServer:
     handler = type("Handler", (_Handler,), {"service": service, "max_body_bytes": max_body_bytes,
                                             "body_timeout_s": body_timeout_s})
-    return _Server((host, port), handler)
+    handler.timeout = idle_timeout_s
+    return BoundedServer((host, port), handler, max_threads=max_threads)
 
 
 def main(argv: list[str] | None = None) -> None:

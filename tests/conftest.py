@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,13 @@ def temporary_tracking(folder: Path, experiment: str):
             yield uri
         finally:
             mlflow.set_tracking_uri(None)
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes to 127.0.0.1:``port`` and read until the server closes the connection: all it answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

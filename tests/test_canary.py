@@ -8,8 +8,8 @@ import pytest
 from scipy import stats
 
 from mlops_lab.canary import (SRM_ALPHA, MetricSpec, assign_arms, judge, obrien_fleming_bounds,
-                              power_two_proportions, sample_size_two_proportions, simulate_peeking, srm_check,
-                              two_proportion_ztest)
+                              power_two_proportions, sample_size_two_proportions, score_tolerance, simulate_peeking,
+                              srm_check, two_proportion_ztest)
 from mlops_lab.router import Router
 
 SPECS = {"latency": MetricSpec("increase", tolerance=0.2),
@@ -202,3 +202,44 @@ def test_ab_readout_counts_only_labels_known_on_its_date():
     assert done["complete"].all()
     with pytest.raises(TypeError, match="as_of is required"):
         ab_readout(experiment, as_of=None)
+
+
+# ---- scores: judged against the same model's shadow-phase scores, critically --------------------------------
+SHADOW = np.random.default_rng(5).beta(2, 10, 3000)           # the challenger's scores in the shadow phase
+CANARY_N = 200
+
+
+def score_spec() -> dict:
+    return {"model_score": MetricSpec("either", tolerance=score_tolerance(SHADOW, CANARY_N), absolute=True,
+                                      critical=True),
+            "latency_ms": MetricSpec("increase", tolerance=0.5, weight=2)}
+
+
+def live(scores, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"model_score": scores, "latency_ms": rng.gamma(4, 2, CANARY_N)}
+
+
+@pytest.mark.parametrize("broken", [np.zeros(CANARY_N), 1 - np.random.default_rng(6).beta(2, 10, CANARY_N)],
+                         ids=["constant 0.0", "the other class's probability"])
+def test_a_degenerate_release_fails_however_well_it_scores_elsewhere(broken):
+    result = judge({"model_score": SHADOW, "latency_ms": np.random.default_rng(1).gamma(4, 2, 500)},
+                   live(broken), score_spec())
+    assert result["metrics"].loc["model_score", "result"] == "fail"
+    assert result["verdict"] == "fail", "critical: its latency passing does not save it"
+
+
+def test_the_healthy_release_passes_its_own_shadow_scores():
+    rng = np.random.default_rng(7)
+    fails = sum(judge({"model_score": SHADOW, "latency_ms": rng.gamma(4, 2, 500)},
+                      live(rng.choice(SHADOW, CANARY_N), seed=k), score_spec())["verdict"] != "pass"
+                for k in range(100))
+    assert fails <= 2, f"{fails} of 100 healthy canaries failed (the tolerance is the 99.9 % quantile)"
+
+
+def test_the_old_tolerance_on_the_champion_let_a_constant_release_through():
+    """The defect this replaces: scores compared with the champion's at a tolerance of 0.25 on the median."""
+    champion = np.random.default_rng(8).beta(2, 10, 3000)
+    old = {"model_score": MetricSpec("either", tolerance=0.25, absolute=True)}
+    assert judge({"model_score": champion}, {"model_score": np.zeros(CANARY_N)}, old)["verdict"] == "pass"
+    assert score_tolerance(SHADOW, CANARY_N) < 0.05 < np.median(SHADOW)

@@ -1,6 +1,5 @@
 """The chapter 06 checks: right answers pass, wrong ones are caught (strict mode) with a reason."""
 import numpy as np
-import pandas as pd
 import pandera.pandas as pa
 import pytest
 

@@ -1,7 +1,5 @@
 """The model-validation gate (mlops_lab.gates): its statistics, its decisions, the clock, the registry."""
 import json
-import sys
-import types
 
 import mlflow
 import numpy as np

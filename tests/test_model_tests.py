@@ -14,7 +14,7 @@ from mlops_lab.ml_test_score import (AUTOMATED, MANUAL, PLANNED_CHAPTERS, RUBRIC
 from mlops_lab.model_tests import (ELDERLY_AGE, THRESHOLD, age_band, baseline_gap, behavioural_suite,
                                    credit_score_auc, fairness_gap, slice_table)
 from mlops_lab.models import train
-from mlops_lab.simulator import (CATEGORICAL, FEATURES, NUMERIC, TARGET, UNSEEN, CreditStream, LabelFromTheFuture,
+from mlops_lab.simulator import (CATEGORICAL, NUMERIC, TARGET, UNSEEN, CreditStream, LabelFromTheFuture,
                                  known_as_of, newest_complete_month)
 
 AS_OF = "2024-04-01"

@@ -370,3 +370,103 @@ def test_chapter_11_build_exercise_catches_the_future_and_a_maturing_month(monke
         ch11.check_default_job(crashes, predictions, feed)
     out = capsys.readouterr().out
     assert out.count("correct") == 1 and out.count("not attempted") == 2
+
+
+# ---- counter resets (issue 12, item 11a) --------------------------------------------------------------------
+
+
+def router_exposition(ok: int, errors: int, latencies: list[float]) -> str:
+    """The router's counters as a process that has answered ``ok`` + ``errors`` requests since it started."""
+    registry = CollectorRegistry()
+    requests = Counter("router_requests", "requests", ["variant", "code"], registry=registry)
+    latency = Histogram("router_request_duration_seconds", "latency", ["variant"], buckets=(0.01, 0.1),
+                        registry=registry)
+    requests.labels("blue", "200").inc(ok)
+    if errors:
+        requests.labels("blue", "400").inc(errors)
+    for value in latencies:
+        latency.labels("blue").observe(value)
+    return generate_latest(registry).decode()
+
+
+def test_counter_increase_treats_a_drop_as_a_restart_like_prometheus():
+    from mlops_lab.monitoring import counter_increase
+
+    assert counter_increase(100, 130) == 30
+    assert counter_increase(100, 30) == 30           # restarted, then counted 30 from zero
+    before = pd.Series([5.0, 8.0, 10.0], index=[0.1, 1.0, np.inf])
+    after = pd.Series([1.0, 2.0, 2.0], index=[0.1, 1.0, np.inf])
+    assert counter_increase(before, after).tolist() == [1, 2, 2]      # a histogram restarts as a whole
+    assert counter_increase(before, before + 1).tolist() == [1, 1, 1]
+
+
+def test_history_frame_survives_a_router_restart():
+    from mlops_lab.monitoring import history_frame, router_snapshot
+
+    scrapes = [router_exposition(90, 10, [0.005] * 100),
+               router_exposition(180, 20, [0.005] * 200),     # 100 more requests in 1 s
+               router_exposition(27, 3, [0.05] * 30)]         # restarted: 30 requests since
+    snapshots = [router_snapshot(parse_metrics(text), t) for t, text in enumerate(scrapes)]
+    frame = history_frame(snapshots)
+    assert frame["rps"].tolist() == [100, 30]
+    assert frame["error_rate"].tolist() == pytest.approx([0.1, 0.1])
+    assert frame["p95_ms"].iloc[1] == pytest.approx(95.5)   # all 30 in (0.01, 0.1]: rank 28.5 of 30
+
+
+# ---- prediction drift (issue 12, item 11b) ------------------------------------------------------------------
+SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))   # the router's buckets for router_prediction
+
+
+def test_psi_is_zero_for_the_same_shares_and_matches_the_formula():
+    from mlops_lab.monitoring import psi
+
+    reference = pd.Series([400.0, 600.0], index=[0.5, np.inf])
+    assert psi(reference, reference / 10) == pytest.approx(0.0, abs=1e-3)
+    # shares 0.4/0.6 -> 0.6/0.4 (pseudo-counts negligible at these counts): 2 x 0.2 x ln(1.5)
+    assert psi(reference * 100, pd.Series([60_000.0, 40_000.0], index=[0.5, np.inf])) == pytest.approx(
+        0.4 * np.log(1.5), rel=1e-3)
+    assert np.isfinite(psi(reference, pd.Series([0.0, 50.0], index=[0.5, np.inf])))   # an empty bucket
+
+
+def test_psi_threshold_is_exceeded_at_the_stated_rate_without_drift():
+    from mlops_lab.monitoring import psi, psi_threshold
+
+    reference = pd.Series([50.0, 300, 900, 1500, 1200, 700, 300, 40, 9, 1], index=list(SCORE_BUCKETS))
+    threshold = psi_threshold(reference, n=2000, false_breach_rate=0.01, draws=20_000, seed=1)
+    rng = np.random.default_rng(2)   # fresh draws, not the ones the threshold came from
+    shares = reference / reference.sum()
+    values = psi(rng.multinomial(int(reference.sum()), shares, size=5000), rng.multinomial(2000, shares, size=5000))
+    # 5,000 draws at a true rate of 1 %: the share exceeding lies within 0.4-1.6 % (about 4 standard errors)
+    assert 0.004 < np.mean(values > threshold) < 0.016
+
+
+def test_a_prediction_drift_alarm_fires_on_shifted_scores_and_survives_a_restart():
+    from mlops_lab.monitoring import bucket_counts, prediction_psi, psi_threshold
+
+    rng = np.random.default_rng(0)
+    registry = CollectorRegistry()
+    scores = Histogram("router_prediction", "scores", ["variant"], buckets=SCORE_BUCKETS, registry=registry)
+
+    def scrape_now():
+        return histogram_buckets(parse_metrics(generate_latest(registry).decode()), "router_prediction",
+                                 variant="blue")
+
+    for value in rng.beta(2, 8, 20_000):
+        scores.labels("blue").observe(value)
+    reference = bucket_counts(scrape_now())
+    scrapes = {pd.Timestamp("2025-01-05"): scrape_now()}
+    for week in range(1, 9):
+        if week == 4:   # the router restarts: its histogram starts again from zero
+            registry = CollectorRegistry()
+            scores = Histogram("router_prediction", "scores", ["variant"], buckets=SCORE_BUCKETS, registry=registry)
+        for value in rng.beta(2, 8 if week < 5 else 5, 2000):   # weeks 5-8: riskier applicants
+            scores.labels("blue").observe(value)
+        scrapes[pd.Timestamp("2025-01-05") + pd.Timedelta(weeks=week)] = scrape_now()
+    values = prediction_psi(scrapes, reference)
+    threshold = psi_threshold(reference, n=2000, false_breach_rate=0.01, draws=5000, seed=0)
+    alarm = AlarmRule("prediction_drift", threshold=threshold, period="7D", evaluation_periods=3,
+                      datapoints_to_alarm=2)
+    states = alarm.evaluate(values)["state"]
+    assert len(values) == 8 and (values >= 0).all()
+    assert (values.iloc[:4] <= threshold).all(), "no breach before the shift, the restart included"
+    assert states.iloc[2:4].tolist() == ["OK", "OK"] and states.iloc[-1] == "ALARM"

@@ -347,18 +347,20 @@ class _Backend:
 
 
 @pytest.mark.parametrize("green_status, outcome", [(200, "promoted"), (500, "rolled_back")])
-def test_canary_release_promotes_a_healthy_green_and_rolls_back_a_failing_one(green_status, outcome):
+def test_canary_release_promotes_a_healthy_green_and_rolls_back_a_failing_one(green_status, outcome, tmp_path):
     from mlops_lab.retraining import canary_release
-    from mlops_lab.router import router_command
+    from mlops_lab.router import read_admin_token, router_command
     from mlops_lab.servers import BackgroundServer
 
     blue, green = _Backend(200), _Backend(green_status)
     bodies = [b'{"dataframe_split": {"columns": ["age"], "data": [[30]]}}']
     try:
-        with BackgroundServer(router_command(blue.url, period_s=0.25), name="router", health_path="/ping") as router:
+        token_file = tmp_path / "router.token"
+        with BackgroundServer(router_command(blue.url, period_s=0.25, admin_token_file=token_file), name="router",
+                              health_path="/ping") as router:
             result = canary_release(router.url, green.url, bodies, canary_size=0.3, bake_s=1.0, final_bake_s=0.5,
                                     alarms=({"metric": "error_rate", "threshold": 0.05, "min_requests": 2},),
-                                    rate=80, timeout_s=20)
+                                    rate=80, timeout_s=20, admin_token=read_admin_token(token_file))
     finally:
         blue.close(), green.close()
     assert result["outcome"] == outcome

@@ -8,8 +8,10 @@ process outlives its test (orphan check).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -19,13 +21,13 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import temporary_tracking
+from conftest import raw_exchange, temporary_tracking
 from mlops_lab import CreditStream
 from mlops_lab import router as router_module
-from mlops_lab.loadgen import get_json, get_text, payloads, post, run_load, summarize
+from mlops_lab.loadgen import get_text, payloads, post, run_load
 from mlops_lab.models import train
-from mlops_lab.router import (Alarm, Deployment, PeriodStats, RolloutPlan, Router, router_command, rows_of,
-                              simulate_rollout)
+from mlops_lab.router import (Alarm, Deployment, PeriodStats, RolloutPlan, Router, admin_post, admin_state,
+                              read_admin_token, router_command, rows_of, simulate_rollout)
 from mlops_lab.servers import BackgroundServer
 from mlops_lab.serving import request_frame
 
@@ -56,6 +58,23 @@ def test_period_stats_and_alarm_datapoints():
         Alarm("cpu", 1.0)
     with pytest.raises(ValueError):
         Alarm("error_rate", 0.1, evaluation_periods=2, datapoints_to_alarm=3)
+
+
+def test_ejection_after_consecutive_failures_then_probation():
+    """Outlier detection's bookkeeping: N consecutive gateway failures eject; a success clears the count;
+    after the ejection period one more failure ejects again (probation)."""
+    from mlops_lab.router import Ejection
+
+    ejection = Ejection(eject_after=3, ejection_s=10)
+    assert [ejection.failed(t) for t in (0, 1)] == [False, False]
+    ejection.succeeded()                                      # not consecutive: the count starts over
+    assert [ejection.failed(t) for t in (2, 3, 4)] == [False, False, True]
+    assert ejection.ejected(13.9) and not ejection.failed(5)  # failures of requests already waiting: no new one
+    assert not ejection.ejected(14.0)                         # 10 s after the ejection: tried again
+    assert ejection.failed(15) and ejection.ejected(24.9)     # on probation: one failure ejects again
+    assert ejection.ejections == 2
+    ejection.succeeded()
+    assert not ejection.failed(30) and not ejection.failed(31) and ejection.failed(32)
 
 
 def test_deployment_promotes_after_every_bake_when_healthy():
@@ -240,6 +259,78 @@ def one_dead(request):
     live.close()
 
 
+def counter_values(router, name) -> dict:
+    """{label values: value} of a counter in the router's registry, as /metrics shows it."""
+    from prometheus_client import generate_latest
+
+    return {tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(generate_latest(router.registry).decode())
+            if family.name == name for sample in family.samples if sample.name.endswith("_total")}
+
+
+def test_a_full_capture_queue_counts_what_it_drops(tmp_path):
+    """Issue 12 item 11: a record the capture queue has no room for is counted, not silently lost. The slow
+    consumer is real: the capture file is a named pipe nobody reads, so the writer blocks opening it."""
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    live = _Stub("v7")
+    router = Router(live.url, "", period_s=3600, seed=0, capture=str(fifo), capture_sample=1.0,
+                    capture_queue_size=2)
+    sent = 12
+    try:
+        for _ in range(sent):
+            assert router.handle(b'{"inputs": [{"x": 1}]}', "application/json", None, None)[0] == 200
+        dropped = router.state()["counts"]["capture_dropped"]
+        assert sent - 3 <= dropped <= sent - 2, "the writer holds at most one record, the queue two"
+        assert counter_values(router, "router_capture_dropped") == {(): dropped}
+    finally:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # unblock the writer so the router can close
+        router.close()
+        os.close(reader)
+        live.close()
+
+
+def test_a_full_shadow_queue_counts_what_it_drops():
+    """A green that takes the whole timeout (it never accepts) slows the shadow worker; the copies the
+    queue has no room for are counted in /admin/state and /metrics."""
+    import socket
+
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(64)  # connections complete in the kernel, nobody ever answers
+    live = _Stub("v7")
+    router = Router(live.url, f"http://127.0.0.1:{black_hole.getsockname()[1]}", period_s=3600, seed=0,
+                    timeout_s=1.0, shadow_queue_size=1)
+    router.set_traffic(shadow_fraction=1.0)
+    sent = 10
+    try:
+        for _ in range(sent):
+            assert router.handle(b'{"inputs": [{"x": 1}]}', "application/json", None, None)[0] == 200
+        dropped = router.state()["counts"]["shadow_dropped"]
+        assert sent - 2 <= dropped <= sent - 1, "the worker holds at most one copy, the queue one"
+        assert counter_values(router, "router_shadow_dropped") == {(): dropped}
+    finally:
+        router.close()
+        black_hole.close()
+        live.close()
+
+
+def test_requests_are_counted_per_model_version():
+    """The backend's X-Model-Version labels a separate counter, so router_requests_total keeps its labels."""
+    blue, green = _Stub("v7"), _Stub("v8")
+    router = Router(blue.url, green.url, period_s=3600, seed=0)
+    try:
+        for target in ["blue"] * 3 + ["green"] * 2:
+            assert router.handle(b'{"inputs": [{"x": 1}]}', "application/json", None, target)[0] == 200
+        assert counter_values(router, "router_model_requests") == {
+            (("variant", "blue"), ("version", "v7")): 3.0, (("variant", "green"), ("version", "v8")): 2.0}
+        assert set(counter_values(router, "router_requests")) == {(("code", "200"), ("variant", "blue")),
+                                                                  (("code", "200"), ("variant", "green"))}
+    finally:
+        router.close()
+        blue.close(), green.close()
+
+
 MODES = {"canary weight": {"green_weight": 0.3},
          "sticky A/B": {"green_weight": 0.5, "sticky": True, "salt": "exp-1"},
          "shadow": {"green_weight": 0.0, "shadow_fraction": 1.0}}
@@ -345,6 +436,29 @@ def test_get_and_post_on_the_other_kind_of_route_are_405(router_http):
         assert json.loads(payload)["error_code"] == "METHOD_NOT_ALLOWED", (method, path)
 
 
+UNAUTHORIZED = [{}, {"Authorization": "Bearer not-the-token"}, {"Authorization": "Basic not-the-token"}]
+
+
+def test_admin_refuses_a_missing_or_wrong_token_with_401_and_changes_nothing(router_http):
+    """Issue 12 item 7: the admin API shares the data port, so every /admin/* call must carry the token."""
+    from mlops_lab.router import admin_post
+
+    router, url = router_http
+    before = router.state()
+    for headers in UNAUTHORIZED + [{"Authorization": router.admin_token}]:  # the bare token lacks the scheme
+        for path, body in (("/admin/traffic", '{"green_weight": 1.0}'), ("/admin/switch", "{}"),
+                           ("/admin/backends", '{"green": "http://127.0.0.1:9"}'), ("/admin/rollback", "{}"),
+                           ("/admin/deploy", '{"strategy": "all_at_once"}')):
+            status, answer, answer_headers = post(url + path, body, headers=headers)
+            assert status == 401 and answer["error_code"] == "UNAUTHENTICATED", (path, headers, answer)
+            assert answer_headers["WWW-Authenticate"].startswith("Bearer")
+        status, headers_back, payload = request(url, "GET", "/admin/state")
+        assert status == 401 and router.admin_token not in payload.decode()
+    assert router.state() == before, "a refused call changed nothing"
+    status, state = admin_post(url, "traffic", router.admin_token, green_weight=1.0)
+    assert status == 200 and state["green_weight"] == 1.0 and router.green_weight == 1.0
+
+
 NAN, INF = float("nan"), float("inf")
 REFUSED = [  # (admin path, spec, the field the 400 must name)
     ("traffic", {"green_weight": 1.5}, "green_weight"), ("traffic", {"green_weight": NAN}, "green_weight"),
@@ -385,9 +499,9 @@ REFUSED = [  # (admin path, spec, the field the 400 must name)
 @pytest.mark.parametrize("path, spec, field", REFUSED, ids=[f"{p}-{f}-{i}" for i, (p, _, f) in enumerate(REFUSED)])
 def test_admin_refuses_invalid_values_and_changes_nothing(router_http, path, spec, field):
     router, url = router_http
-    assert post(f"{url}/admin/deploy", json.dumps({"strategy": "canary", "bake_s": 60}))[0] == 200  # must survive
+    assert admin_post(url, "deploy", router.admin_token, strategy="canary", bake_s=60)[0] == 200  # must survive
     before = router.state()
-    status, body, _ = post(f"{url}/admin/{path}", json.dumps(spec))
+    status, body = admin_post(url, path, router.admin_token, **spec)
     assert status == 400, body
     assert body["error_code"] == "INVALID_PARAMETER_VALUE" and body["field"] == field, body
     assert field.split(".")[-1].split("[")[0] in body["message"]
@@ -404,7 +518,7 @@ def test_admin_accepts_valid_values(router_http):
                                     "datapoints_to_alarm": 3, "min_requests": 3}]}),
             ("rollback", {"reason": "operator"}), ("switch", {})]
     for path, spec in good:
-        status, answer, _ = post(f"{url}/admin/{path}", json.dumps(spec))
+        status, answer = admin_post(url, path, router.admin_token, **spec)
         assert status == 200, (path, answer)
     assert router.backends == {"blue": "http://localhost:8081", "green": "http://127.0.0.1:8082"}
     assert router.green_weight == 1.0 and router.salt == "exp"
@@ -414,8 +528,6 @@ def test_admin_accepts_valid_values(router_http):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """An MLflow store with credit@champion; blue and green lean servers; tracked for the orphan check."""
-    import mlflow
-    from mlflow import MlflowClient
 
     from mlops_lab.serving import log_credit_scorer
 
@@ -443,10 +555,15 @@ def start_world(folder, uri, log_credit_scorer):
         started.append(server)
         return server
 
-    def router(blue, green, **kwargs):
-        server = BackgroundServer(router_command(blue.url, green.url if green else "", **kwargs), name="router",
-                                  health_path="/ping", env={"MLOPS_LAB_TEST_TOKEN": TOKEN}).start()
+    def router(blue, green, env=None, **kwargs):
+        """A router process; its admin token (written by the router to a private file) rides on the server."""
+        token_file = folder / f"router-{len(started)}.token"
+        server = BackgroundServer(router_command(blue.url, green.url if green else "", admin_token_file=token_file,
+                                                 **kwargs), name="router", health_path="/ping",
+                                  env={"MLOPS_LAB_TEST_TOKEN": TOKEN, **(env or {})})
         started.append(server)
+        server.start()
+        server.admin_token_file, server.admin_token = token_file, read_admin_token(token_file)
         return server
 
     blue, green = model_server("blue"), model_server("green")
@@ -458,9 +575,13 @@ def start_world(folder, uri, log_credit_scorer):
 
 
 def admin(router, path, **spec):
-    status, state, _ = post(f"{router.url}/admin/{path}", json.dumps(spec))
+    status, state = admin_post(router.url, path, router.admin_token, **spec)
     assert status == 200, state
     return state
+
+
+def state_of(router):
+    return admin_state(router.url, router.admin_token)
 
 
 def failed(log):
@@ -483,7 +604,7 @@ def test_a_green_killed_mid_canary_fails_only_its_canary_share_until_rollback(wo
     killer.start()
     log = run_load(router.url, world["bodies"], rate=rate, duration_s=3.0, concurrency=4)
     killer.join()
-    state = get_json(router.url + "/admin/state")
+    state = state_of(router)
     assert not green.running
     bad = log[(log["status"] == 0) | (log["status"] >= 500)]
     bound = int(canary * rate * 3 * period_s * 1.5)
@@ -496,6 +617,79 @@ def test_a_green_killed_mid_canary_fails_only_its_canary_share_until_rollback(wo
     assert (late["variant"] == "blue").all() and (late["status"] == 200).all()
     print(f"[reliability] green killed mid-canary: {len(log)} requests, {len(bad)} failed with 503 "
           f"(bound {bound}), deployment {state['deployment']['phase']}")
+
+
+def test_a_started_router_keeps_its_admin_token_private(world):
+    """The token is generated per router and handed over in a 0600 file, never in the command line or log;
+    an operator's token (environment variable) is used as given."""
+    from mlops_lab.router import ADMIN_TOKEN_ENV, admin_post, admin_state, read_admin_token
+
+    router = world["router"](world["blue"], world["green"])
+    token = read_admin_token(router.admin_token_file)
+    assert oct(router.admin_token_file.stat().st_mode & 0o777) == oct(0o600)
+    assert len(token) >= 32 and token == router.admin_token
+    assert token not in router.log_tail(200) and token not in " ".join(psutil.Process(router.process.pid).cmdline())
+    assert admin_post(router.url, "traffic", token, green_weight=0.5)[0] == 200
+    for headers in UNAUTHORIZED:
+        status, answer, _ = post(router.url + "/admin/traffic", '{"green_weight": 1.0}', headers=headers)
+        assert status == 401 and answer["error_code"] == "UNAUTHENTICATED"
+    assert get_text(router.url + "/admin/state").find('"green_weight"') == -1, "the state needs the token too"
+    assert admin_state(router.url, token)["green_weight"] == 0.5, "refused calls changed nothing"
+    given = f"operator-{uuid.uuid4().hex}"
+    other = world["router"](world["blue"], world["green"], env={ADMIN_TOKEN_ENV: given})
+    assert read_admin_token(other.admin_token_file) == given and admin_state(other.url, given)["green_weight"] == 0
+    other.stop()
+
+
+def metric_samples(router, name):
+    """{variant label: value} of a counter in the router's /metrics."""
+    return {sample.labels.get("variant"): sample.value
+            for family in text_string_to_metric_families(get_text(router.url + "/metrics")) if family.name == name
+            for sample in family.samples if sample.name.endswith("_total")}
+
+
+def test_a_hung_green_is_ejected_then_served_again_after_the_ejection_period(world):
+    """Issue 12 item 18: a backend stopped with SIGSTOP (hung, not dead) costs each request the full timeout,
+    but only until outlier detection ejects it; ejected answers come back at once, still as green's errors.
+
+    The bound for "at once": an ejected answer does no I/O to the backend, only the client's round trip to
+    the router on loopback (milliseconds), so a quarter of the timeout leaves a wide margin on a loaded
+    machine while staying far from the timeout that a request waiting on the hung backend costs.
+    """
+    timeout_s, eject_after, ejection_s = 1.5, 3, 3.0
+    green = world["model_server"]("hung-green")
+    router = world["router"](world["blue"], green, timeout_s=timeout_s, eject_after=eject_after,
+                             ejection_s=ejection_s)
+    body, to_green = world["bodies"][0], {"X-Target-Variant": "green"}
+    assert post(router.url + "/invocations", body, headers=to_green)[0] == 200
+    os.kill(green.process.pid, signal.SIGSTOP)
+    try:
+        answers = []
+        for _ in range(eject_after + 5):
+            start = time.perf_counter()
+            status, _, headers = post(router.url + "/invocations", body, headers=to_green, timeout=5 * timeout_s)
+            answers.append((time.perf_counter() - start, status, headers["X-Variant"]))
+            if len(answers) == eject_after:
+                ejected_at = time.monotonic()
+        waited, fast = [t for t, _, _ in answers[:eject_after]], [t for t, _, _ in answers[eject_after:]]
+        assert all(status == 503 and variant == "green" for _, status, variant in answers), answers
+        assert min(waited) >= 0.9 * timeout_s, ("until the ejection, each request waits the timeout", waited)
+        assert max(fast) < timeout_s / 4, ("ejected: answered at once", fast)
+        state = state_of(router)
+        assert state["counts"]["ejections"] == 1 and state["counts"]["ejected"] == len(fast)
+        assert state["counts"]["unreachable"] == len(answers)
+        assert metric_samples(router, "router_backend_errors")["green"] == len(answers), "green's errors, all"
+        assert metric_samples(router, "router_ejections") == {"green": 1.0}
+        status, _, headers = post(router.url + "/invocations", body)
+        assert status == 200 and headers["X-Variant"] == "blue", "blue is untouched"
+    finally:
+        os.kill(green.process.pid, signal.SIGCONT)
+    time.sleep(max(0.0, ejected_at + ejection_s - time.monotonic()) + 0.1)
+    status, _, headers = post(router.url + "/invocations", body, headers=to_green)
+    assert status == 200 and headers["X-Variant"] == "green", "after the ejection period green serves again"
+    assert state_of(router)["counts"]["ejections"] == 1
+    print(f"[reliability] hung green: {eject_after} requests waited {min(waited):.2f}-{max(waited):.2f} s, then "
+          f"ejected answers in at most {max(fast) * 1e3:.0f} ms; served again after {ejection_s:g} s")
 
 
 def test_malformed_requests_get_a_4xx_and_the_router_keeps_serving(world):
@@ -511,7 +705,8 @@ def test_malformed_requests_get_a_4xx_and_the_router_keeps_serving(world):
              ("/admin/nothing", b"{}", "application/json", 400),
              ("/elsewhere", b"{}", "application/json", 404)]
     for path, body, content_type, expected in cases:
-        status, answer, _ = post(router.url + path, body, content_type)
+        status, answer, _ = post(router.url + path, body, content_type,
+                                 headers={"Authorization": f"Bearer {router.admin_token}"})
         assert status == expected, (path, body, answer)
         assert post(router.url + "/invocations", good)[0] == 200, "still serving after a bad request"
     raw = __import__("socket").create_connection(("127.0.0.1", router.port))
@@ -519,7 +714,7 @@ def test_malformed_requests_get_a_4xx_and_the_router_keeps_serving(world):
     assert b" 400 " in raw.recv(4096).split(b"\r\n")[0]
     raw.close()
     assert post(router.url + "/invocations", good)[0] == 200
-    assert get_json(router.url + "/admin/state")["green_weight"] == 0.0, "rejected admin calls changed nothing"
+    assert state_of(router)["green_weight"] == 0.0, "rejected admin calls changed nothing"
     print(f"[reliability] {len(cases) + 1} malformed requests: all 4xx, the router kept serving")
 
 
@@ -558,9 +753,9 @@ def test_shadow_never_reaches_clients_and_compares(world):
     admin(router, "traffic", shadow_fraction=1.0)
     log = run_load(router.url, world["bodies"], rate=100, duration_s=1.5, concurrency=4)
     deadline = time.time() + 10  # the copies are sent after the answers, off the request path: let them finish
-    while get_json(router.url + "/admin/state")["shadow"]["shadowed"] < len(log) and time.time() < deadline:
+    while state_of(router)["shadow"]["shadowed"] < len(log) and time.time() < deadline:
         time.sleep(0.1)
-    shadow = get_json(router.url + "/admin/state")["shadow"]
+    shadow = state_of(router)["shadow"]
     assert set(log["variant"]) == {"blue"} and failed(log) == 0
     assert shadow["shadowed"] >= 0.9 * len(log) and shadow["errors"] == 0
     assert shadow["decision_agreement"] == 1.0 and shadow["max_abs_diff"] < 1e-9  # same model on both
@@ -650,3 +845,101 @@ def test_zz_no_orphan_process_remains(world):
     assert tagged == [], f"orphans: {tagged}"
     print(f"[reliability] {len(pids)} servers started and stopped, 0 orphans")
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+# ---- the router facing clients it does not control: bursts, idle floods, bodies (mlops_lab.httpkit) ---------
+IDLE_S, BODY_S, HARDENING_MARGIN_S = 0.5, 0.5, 1.0
+
+
+@pytest.fixture
+def served_router():
+    """A router in this process on a free port, with a short idle timeout and 4 handler threads."""
+    from mlops_lab.router import make_server
+
+    live = _Stub("v1")
+    router = Router(live.url, None, period_s=3600, seed=0)
+    httpd = make_server(router, 0, idle_timeout_s=IDLE_S, body_timeout_s=BODY_S, max_threads=4)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+    router.close()
+    live.close()
+
+
+def _ping(port: int) -> bytes:
+    return raw_exchange(port, b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+
+def test_a_burst_of_fresh_connections_is_all_answered_by_the_router(served_router):
+    start, answers = threading.Barrier(256), []
+
+    def client():
+        start.wait()
+        try:
+            answers.append(_ping(served_router))
+        except OSError as error:
+            answers.append(repr(error).encode())
+
+    clients = [threading.Thread(target=client) for _ in range(256)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(60)
+    assert sum(a.startswith(b"HTTP/1.1 200") for a in answers) == 256, {a[:40] for a in answers}
+
+
+def test_an_idle_flood_is_closed_and_the_router_keeps_serving(served_router):
+    idle = [socket.create_connection(("127.0.0.1", served_router)) for _ in range(10)]
+    started = time.monotonic()
+    assert _ping(served_router).startswith(b"HTTP/1.1 200")
+    assert time.monotonic() - started < math.ceil(10 / 4) * IDLE_S + HARDENING_MARGIN_S
+    for conn in idle:
+        conn.settimeout(HARDENING_MARGIN_S)
+        assert conn.recv(1) == b"", "the router closed the idle connection"
+        conn.close()
+
+
+@pytest.mark.parametrize("headers, status", [
+    (b"Content-Length: abc\r\n", b"400"), (b"Content-Length: -5\r\n", b"400"),
+    (b"Content-Length: 2000000\r\n", b"413"), (b"Transfer-Encoding: chunked\r\n", b"411")])
+def test_a_body_of_unknown_or_excessive_size_is_refused_by_the_router(served_router, headers, status):
+    answer = raw_exchange(served_router, b"POST /invocations HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer, answer[:200]
+
+
+def test_a_stalled_body_is_cut_off_and_the_router_keeps_serving(served_router):
+    started = time.monotonic()
+    answer = raw_exchange(served_router, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf")
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < BODY_S + HARDENING_MARGIN_S
+    assert _ping(served_router).startswith(b"HTTP/1.1 200")
+
+
+def test_the_shadow_scores_are_served_to_the_admin_only():
+    """The challenger's own live scores from the shadow phase: the reference its canary's scores are judged by."""
+    from mlops_lab.router import admin_call
+
+    live, shadow = _Stub("v1"), _Stub("v2")
+    router = Router(live.url, shadow.url, period_s=3600, seed=0)
+    router.set_traffic(shadow_fraction=1.0)
+    from mlops_lab.router import make_server
+
+    httpd = make_server(router, 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        for _ in range(5):
+            assert router.handle(b'{"inputs": [{"x": 1}]}', "application/json", None, None)[0] == 200
+        deadline = time.monotonic() + 5
+        while len(router.shadow_pairs) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, scores = admin_call(url, "GET", "/admin/shadow-scores", router.admin_token)
+        assert status == 200 and scores == {"blue": [0.25] * 5, "green": [0.25] * 5}
+        assert admin_call(url, "GET", "/admin/shadow-scores", "wrong")[0] == 401
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        router.close()
+        live.close()
+        shadow.close()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import temporary_tracking
+from conftest import raw_exchange, temporary_tracking
 from mlops_lab import CreditStream
 from mlops_lab.loadgen import faster_in_pairs, get_text, interleaved, payloads, post, run_load, summarize
 from mlops_lab.models import train
@@ -342,16 +342,6 @@ def test_a_burst_of_fresh_connections_is_all_answered(server):
 
 
 # ---- input hardening (issue 12, item 6) ------------------------------------------------------------------
-def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
-    """Send raw bytes and read until the server closes the connection; all that it answered."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def status_and_json(answer: bytes) -> tuple[int, dict]:
@@ -451,3 +441,83 @@ def trickle(port: int, head: bytes, seconds: float) -> bytes:
                 chunks.append(sock.recv(65536))
             return b"".join(chunks)
     return b""
+
+
+# ---- the same contract as `mlflow models serve` (issue 12, item 8) ---------------------------------------
+def records(frame: pd.DataFrame, **changes) -> str:
+    """A dataframe_records body of ``frame`` with some values replaced by raw Python (JSON) values."""
+    rows = frame.to_dict("records")
+    for row in rows:
+        row.update(changes)
+    return json.dumps({"dataframe_records": rows})
+
+
+# Payloads both servers get; each answer is compared as (status, error_code).
+CONTRACT = {
+    "good": lambda r: payloads(r)[0].decode(),
+    "int where the schema says double": lambda r: records(r, income=52000),
+    "integral float where the schema says long": lambda r: records(r, age=35.0),
+    "string for a number": lambda r: records(r, credit_score="high"),
+    "missing column": lambda r: json.dumps({"dataframe_records": r.drop(columns="income").to_dict("records")}),
+    "extra column": lambda r: records(r, nickname="bob"),
+    "rows shorter than the columns": lambda r: json.dumps(
+        {"dataframe_split": {"columns": list(r.columns), "data": [[1, 2]]}}),
+    "not JSON": lambda r: '{"dataframe_split": [',
+    "unknown payload key": lambda r: json.dumps({"rows": r.to_dict("records")}),
+    "a JSON list": lambda r: "[1, 2]",
+}
+# Deliberate differences, each (MLflow's answer, the lean server's answer): MLflow casts with astype, silently
+# truncating 35.5 years to 35 and rounding 2**53 + 1 to 2**53; the lean server performs only exact casts.
+# (Missing values and non-JSON output are the module docstring's known differences, tested above.)
+DIFFERENT = {
+    "fractional float where the schema says long": (lambda r: records(r, age=35.5), (200, None), (400, "BAD_REQUEST")),
+    "int beyond double precision": (lambda r: records(r, income=2**53 + 1), (200, None), (400, "BAD_REQUEST")),
+}
+
+
+def status_and_code(url: str, body: str) -> tuple[int, str | None]:
+    status, answer, _ = post(url + "/invocations", body)
+    return status, (None if status == 200 else answer.get("error_code"))
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(registry):
+    """A real `mlflow models serve` (as chapter 09 starts it) for the contract tests."""
+    from pathlib import Path
+
+    env = {"MLFLOW_TRACKING_URI": registry["uri"],
+           "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ.get('PATH', '')}"}
+    with BackgroundServer([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/credit@champion",
+                           "--env-manager", "local", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"],
+                          name="mlflow-serve", health_path="/ping", env=env, startup_timeout=90) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("case", CONTRACT)
+def test_both_servers_answer_alike(server, mlflow_server, rows, case):
+    body = CONTRACT[case](rows.head(3))
+    assert status_and_code(server.url, body) == status_and_code(mlflow_server.url, body)
+
+
+@pytest.mark.parametrize("case", DIFFERENT)
+def test_deliberate_differences_from_mlflow(server, mlflow_server, rows, case):
+    make, from_mlflow, from_lean = DIFFERENT[case]
+    body = make(rows.head(3))
+    assert status_and_code(mlflow_server.url, body) == from_mlflow, "MLflow changed: revisit DIFFERENT"
+    assert status_and_code(server.url, body) == from_lean
+
+
+def test_an_int_for_a_double_is_scored_as_that_double(server, registry, rows):
+    expected = registry["pipeline"].predict_proba(rows.head(3).assign(income=52000.0))[:, 1]
+    for form in ("dataframe_records", "dataframe_split"):
+        body = payloads(rows.head(3).assign(income=52000), rows_per_request=3, form=form)[0]
+        assert b'"income": 52000,' in body or b"52000," in body  # an integer in the JSON
+        status, answer, _ = post(server.url + "/invocations", body)
+        assert status == 200, answer
+        assert np.allclose(answer["predictions"], expected)
+
+
+def test_an_int_too_big_for_a_double_is_not_cast(server, rows):
+    body = records(rows.head(1), income=2**53 + 1)  # float64 would round it to 2**53
+    status, answer, _ = post(server.url + "/invocations", body)
+    assert status == 400 and "income" in answer["message"]

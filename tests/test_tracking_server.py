@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from nbclient import NotebookClient
 
+from mlops_lab import registry
 from mlops_lab.servers import BackgroundServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,9 @@ def test_chapter_04_logs_and_registers_on_the_server(tracking_server):
     assert len(runs) == 15 and {r.info.status for r in runs} == {"FINISHED"}
     suffix = experiments[0].name[len("credit-risk"):]
     model = client.get_registered_model("credit-risk" + suffix)
-    assert {alias: str(v) for alias, v in model.aliases.items()} == {"champion": "2", "challenger": "3"}
+    assert {alias: str(v) for alias, v in model.aliases.items()} == {"champion": "2"}, "a rejected version keeps no alias"
+    history = registry.alias_history(model.name, client)          # every move, recorded on the server too
+    assert history[history["alias"] == "champion"]["version"].tolist() == ["1", "2"]
     assert client.get_model_version(model.name, "3").tags["gate.decision"] == "rejected"
     # every gate decided on a date, and the date is in the registry: the first release, then a year later
     gate_dates = [client.get_model_version(model.name, v).tags["gate.as_of"] for v in ("1", "2", "3")]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import check_mapping, check_number, not_attempted, verdict
+from ..checks import check_mapping, not_attempted, verdict
 
 STATUS_CODES = {
     "a JSON body without one of the model's columns": 400,
@@ -70,9 +70,40 @@ def check_scores(answer, applicants, pipeline) -> None:
                    "post {'dataframe_records': applicants.to_dict(orient='records')} to /invocations.")
 
 
-def check_concurrency(answer, latency_ms: float, target_rps: float) -> None:
-    expected = int(np.ceil(target_rps * latency_ms / 1e3))
-    check_number("ex-09-4", answer, expected, tolerance=0,
-                 why=f"Little's law: in flight = throughput x latency = {target_rps:g}/s x {latency_ms:.2f} ms "
-                     f"= {target_rps * latency_ms / 1e3:.2f}, so {expected} clients at least.",
-                 hint="L = lambda x W; round up to a whole client.")
+PEAK_RPS = 2000  # applications per second at the peak of a campaign: the exercise's given
+MAX_BUSY = 0.7  # each worker busy at most 70 % of the time: the rest is headroom for bursts
+
+
+def workers_needed(latencies_ms, target_rps: float = PEAK_RPS, max_busy: float = MAX_BUSY) -> int:
+    """Workers (one request at a time each) to serve ``target_rps`` with each busy at most ``max_busy``.
+
+    Little's law: requests in service = arrival rate x *mean* time in service. It holds for averages, so
+    it takes the mean latency; a percentile would size the fleet for a latency no average request has.
+    """
+    mean_s = float(np.mean(latencies_ms)) / 1e3
+    return int(np.ceil(target_rps * mean_s / max_busy - 1e-9))
+
+
+def check_concurrency(answer, latencies_ms, target_rps: float = PEAK_RPS, max_busy: float = MAX_BUSY) -> None:
+    if not_attempted(answer):
+        return verdict("ex-09-4", None, "replace the ... with a whole number of workers.")
+    values = np.asarray(latencies_ms, dtype=float)
+    expected = workers_needed(values, target_rps, max_busy)
+    busy = target_rps * values.mean() / 1e3
+    try:
+        workers = int(answer)
+    except (TypeError, ValueError):
+        return verdict("ex-09-4", False, f"expected a whole number of workers, got {answer!r}.")
+    if workers == expected:
+        return verdict("ex-09-4", True, f"Little's law: {target_rps:g}/s x {values.mean():.2f} ms (the mean) = "
+                                        f"{busy:.2f} workers busy on average; at most {max_busy:.0%} busy each: "
+                                        f"{busy:.2f} / {max_busy:g} = {busy / max_busy:.2f}, so {expected}.")
+    hint = f"workers = ceil(rate x mean latency / {max_busy:g})"
+    if workers == int(np.ceil(busy - 1e-9)):
+        return verdict("ex-09-4", False, f"{workers} workers would be busy all the time, with no headroom for "
+                                         f"a burst.", hint)
+    for name, q in (("median", 50), ("p95", 95), ("p99", 99)):
+        if workers == workers_needed([np.percentile(values, q)], target_rps, max_busy):
+            return verdict("ex-09-4", False, f"that uses the {name} latency; Little's law is about averages, so "
+                                             f"it needs the mean time in service, not a percentile.", hint)
+    return verdict("ex-09-4", False, f"{workers} is not the number of workers needed.", hint)
