@@ -619,6 +619,26 @@ def test_a_green_killed_mid_canary_fails_only_its_canary_share_until_rollback(wo
           f"(bound {bound}), deployment {state['deployment']['phase']}")
 
 
+def test_a_poisoned_client_cannot_roll_back_a_healthy_canary(world):
+    """Issue 12, item 14: a body the model server cannot parse (JSON nested 100,000 deep: RecursionError) was a
+    500, so the error alarm counted it against the release and rolled a healthy canary back. It is a 400 now:
+    the client's failure, never the release's. A fifth of the traffic is poisoned, three times the alarm's
+    5 % threshold, so the old 500s would have tripped it within two periods."""
+    green = world["model_server"]("healthy-green")
+    router = world["router"](world["blue"], green, period_s=0.5)
+    poison = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    bodies = [poison if k % 5 == 0 else body for k, body in enumerate(world["bodies"][:200])]
+    admin(router, "deploy", strategy="canary", canary_size=0.5, bake_s=2.0, final_bake_s=0.5,
+          alarms=[{"metric": "error_rate", "threshold": 0.05, "evaluation_periods": 3, "datapoints_to_alarm": 2}])
+    log = run_load(router.url, bodies, rate=100, duration_s=3.5, concurrency=4)
+    state = state_of(router)
+    statuses = log["status"].value_counts().to_dict()
+    assert set(statuses) == {200, 400}, statuses                  # no 5xx: nothing counts against green
+    assert 0.15 < statuses[400] / len(log) < 0.25, statuses         # the poisoned fifth, answered 400
+    assert ((log["status"] == 400) & (log["variant"] == "green")).any(), "green saw the poison too"
+    assert state["deployment"]["phase"] == "promoted", [e["event"] for e in state["events"]]
+
+
 def test_a_started_router_keeps_its_admin_token_private(world):
     """The token is generated per router and handed over in a 0600 file, never in the command line or log;
     an operator's token (environment variable) is used as given."""
