@@ -8,7 +8,10 @@ steady share of the total ``rate``. Open loop: each request has its slot on a fi
 answers; a request whose slot comes while its thread still waits for an earlier answer is sent late, and its
 latency is measured from its slot, so the wait counts (no *coordinated omission*: a stalled server cannot hide
 the requests it kept from being sent). The log has, per request: ``t`` (Unix time the request was due; in a
-closed loop, when it was sent), ``latency_s`` (from then to the answer), ``status``
+closed loop, when it was sent), ``latency_s`` (from then to the answer: what the client waited, queueing in
+the client included), ``service_s`` (from the moment it was sent to the answer: what the server and the router
+took; compare variants on this, since a thread held up by a slow answer delays the next request it sends,
+whichever variant that one goes to), ``status``
 (0 = no answer at all: connection refused or timed out), ``variant`` (the router's ``X-Variant`` header),
 ``retried``, ``user_id``, ``index`` (which payload was sent) and ``predictions`` (the scores returned,
 [] on an error).
@@ -79,7 +82,7 @@ def get_text(url: str, timeout: float = 10) -> str:
         conn.close()
 
 
-LOG_COLUMNS = ["t", "latency_s", "status", "variant", "retried", "user_id", "index", "predictions"]
+LOG_COLUMNS = ["t", "latency_s", "service_s", "status", "variant", "retried", "user_id", "index", "predictions"]
 
 
 class _Client:
@@ -157,9 +160,11 @@ def run_load(url: str, bodies: Sequence[bytes], *, rate: float | None = 100.0, d
                 target = target_variant(i) if target_variant is not None else None
                 if target:
                     headers["X-Target-Variant"] = target
+                sent = time.perf_counter()
                 status, variant, retried, scores = client.send(bodies[i % len(bodies)], headers)
-                logs[k].append((start_wall + (due - start), time.perf_counter() - due, status, variant, retried,
-                                user, i, scores))
+                answered = time.perf_counter()
+                logs[k].append((start_wall + (due - start), answered - due, answered - sent, status, variant,
+                                retried, user, i, scores))
         finally:
             client.close()
 
@@ -199,8 +204,8 @@ def interleaved(urls: dict[str, str], bodies: Sequence[bytes], *, requests: int,
                 sent_wall, sent = time.time(), time.perf_counter()
                 status, variant, retried, scores = clients[name].send(body, {"Content-Type": "application/json"})
                 if i >= 0:
-                    rows[name].append((sent_wall, time.perf_counter() - sent, status, variant, retried, None, i,
-                                       scores))
+                    took = time.perf_counter() - sent
+                    rows[name].append((sent_wall, took, took, status, variant, retried, None, i, scores))
     finally:
         for client in clients.values():
             client.close()
