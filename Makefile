@@ -21,6 +21,7 @@ BOOK := $(BIN)/jupyter-book build . -W -n --keep-going
 .PHONY: book test unit chapters student student-book book-checks benchmark lock clean
 
 book: $(STAMP) $(NODE_STAMP)
+	-@tools/system_packages.sh install
 	$(BOOK)
 
 # The whole suite, in the order a failure is cheapest to find.

@@ -504,3 +504,60 @@ def report_html(markdown: str, folder: str | Path) -> str:
     markdown = re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", inline, markdown)
     html = MarkdownIt("commonmark").enable("table").render(markdown)
     return f'<div class="cml-report" style="border:1px solid #ccc;padding:0.5em 1em;">{html}</div>'
+
+
+# ---- batch results for Prometheus ---------------------------------------------------------------------------
+def batch_registry(values: Mapping[str, float], by_label: Mapping[str, pd.Series] | None = None,
+                   label: str = "feature", help: Mapping[str, str] | None = None):
+    """A batch job's results as Prometheus gauges in a fresh registry, to push to a Pushgateway.
+
+    ``values`` are single numbers (``{"credit_input_drifted_features": 3}``); ``by_label`` holds one series per
+    metric, one gauge per index value under ``label`` (``{"credit_input_drift_p_adjusted": report["p_adjusted"]}``).
+    A NaN stays NaN: Prometheus stores it, and a comparison with it is false.
+    """
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry, help = CollectorRegistry(), dict(help or {})
+    for name, value in values.items():
+        Gauge(name, help.get(name, name), registry=registry).set(float(value))
+    for name, series in (by_label or {}).items():
+        gauge = Gauge(name, help.get(name, name), [label], registry=registry)
+        for key, value in series.items():
+            gauge.labels(str(key)).set(float(value))
+    return registry
+
+
+class CheckHistory:
+    """The newest ``keep`` results of a batch monitor, in a Pushgateway, one group per check.
+
+    A weekly check (input drift, delayed accuracy) is a batch job: it runs, computes and exits, so there is
+    nothing for Prometheus to scrape. It pushes its results to a Pushgateway instead (Prometheus' documented
+    use of one: the outcome of a service-level batch job), grouped by ``job`` and ``check`` (the date it ran
+    for), and deletes the groups older than the newest ``keep``. Prometheus then holds exactly the last
+    ``keep`` checks, one series each, so an alert rule ``count(metric > 0) >= 2`` reads "in 2 of the last 3
+    checks" (:func:`mlops_lab.alert_rules.batch_alerting_rule`) however far apart the checks ran in wall-clock
+    time: a week at a lender, a second in a notebook.
+    """
+
+    def __init__(self, pushgateway, job: str, keep: int):
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.pushgateway, self.job, self.keep = pushgateway, job, keep
+        self.checks: list[str] = []
+
+    def push(self, check: str, registry) -> list[str]:
+        """Push one check's results (a registry, e.g. :func:`batch_registry`); returns the checks kept."""
+        check = str(check)
+        if check in self.checks:
+            raise ValueError(f"check {check!r} was pushed already; a check is pushed once")
+        self.pushgateway.push(self.job, registry, check=check)
+        self.checks.append(check)
+        while len(self.checks) > self.keep:
+            self.pushgateway.delete(self.job, check=self.checks.pop(0))
+        return list(self.checks)
+
+    def clear(self) -> None:
+        """Delete every check (a new baseline: the rule starts over, as after a new champion)."""
+        for check in self.checks:
+            self.pushgateway.delete(self.job, check=check)
+        self.checks = []

@@ -470,3 +470,50 @@ def test_a_prediction_drift_alarm_fires_on_shifted_scores_and_survives_a_restart
     assert len(values) == 8 and (values >= 0).all()
     assert (values.iloc[:4] <= threshold).all(), "no breach before the shift, the restart included"
     assert states.iloc[2:4].tolist() == ["OK", "OK"] and states.iloc[-1] == "ALARM"
+
+
+# ---- batch results through a real Pushgateway and Prometheus ------------------------------------------------
+@pytest.fixture
+def pushed(tmp_path):
+    """A Pushgateway scraped by a Prometheus, both real, in tmp_path."""
+    from conftest import skip_or_fail
+    from mlops_lab.prometheus import MissingTool, Prometheus, Pushgateway
+
+    try:
+        gateway, prometheus = Pushgateway(tmp_path / "pgw"), Prometheus(tmp_path / "prom")
+    except MissingTool as error:
+        skip_or_fail(str(error))
+    with gateway:
+        prometheus.add_pushgateway(gateway)
+        with prometheus:
+            yield gateway, prometheus
+
+
+def test_check_history_keeps_exactly_the_newest_checks_in_prometheus(pushed):
+    from mlops_lab.monitoring import CheckHistory, batch_registry
+
+    gateway, prometheus = pushed
+    history = CheckHistory(gateway, "drift_monitor", keep=3)
+    drifted = {"2025-01-13": 4, "2025-01-20": 0, "2025-01-27": 5, "2025-02-03": 6}
+    for check, count in drifted.items():
+        history.push(check, batch_registry({"credit_input_drifted_features": count},
+                                           {"credit_input_drift_p_adjusted": pd.Series({"income": 0.5, "dti": 1e-6})}))
+    prometheus.wait_for_scrape("pushgateway")
+    series = prometheus.query("credit_input_drifted_features")
+    assert sorted(series["check"]) == ["2025-01-20", "2025-01-27", "2025-02-03"], "the oldest check was deleted"
+    assert set(series["job"]) == {"drift_monitor"}, "honor_labels keeps the pushing job's name"
+    assert prometheus.value("count(credit_input_drifted_features > 0)") == 2, "2 of the last 3 checks drifted"
+    per_feature = prometheus.query('credit_input_drift_p_adjusted{check="2025-02-03"}').set_index("feature")["value"]
+    assert per_feature.to_dict() == {"dti": 1e-6, "income": 0.5}
+    with pytest.raises(ValueError, match="pushed already"):
+        history.push("2025-02-03", batch_registry({"credit_input_drifted_features": 0}))
+    history.clear()
+    prometheus.wait_for_scrape("pushgateway")
+    assert prometheus.query("credit_input_drifted_features").empty, "a new baseline: the rule starts over"
+
+
+def test_check_history_refuses_to_keep_nothing():
+    from mlops_lab.monitoring import CheckHistory
+
+    with pytest.raises(ValueError, match="keep must be at least 1"):
+        CheckHistory(None, "job", keep=0)
