@@ -498,6 +498,21 @@ class Alertmanager(_Process):
         return _frame(rows, ["alertname", "state", "inhibited_by", "silenced_by", "labels", "starts_at",
                              "receivers"])
 
+    def post_alert(self, labels: dict, annotations: dict | None = None) -> None:
+        """Send one firing alert to ``/api/v2/alerts``, as Prometheus does (any monitor that is not Prometheus,
+        a batch job say, can alert this way); Alertmanager groups and routes it like any other."""
+        body = json.dumps([{"labels": {k: str(v) for k, v in labels.items()},
+                            "annotations": {k: str(v) for k, v in (annotations or {}).items()},
+                            "startsAt": datetime.now(timezone.utc).isoformat()}]).encode()
+        request = urllib.request.Request(self.url + "/api/v2/alerts", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except urllib.error.HTTPError as error:
+            raise PrometheusError(f"Alertmanager refused the alert: HTTP {error.code}: "
+                                  f"{error.read().decode(errors='replace').strip()}") from None
+
     def wait_until(self, predicate: Callable[[pd.DataFrame], bool], timeout: float = 15) -> pd.DataFrame:
         """Read :meth:`alerts` every 0.1 s until ``predicate(alerts)`` holds; return that frame."""
         last = {}

@@ -357,6 +357,17 @@ def test_inhibit_rule_suppresses_drift_while_retraining_fires(alerting, tmp_path
     assert held.loc["RetrainingInProgress", "state"] == "active"
 
 
+def test_an_alert_posted_to_alertmanager_reaches_the_webhook(tools, tmp_path):
+    with WebhookReceiver(tmp_path / "hook") as receiver, \
+            Alertmanager(tmp_path / "am", webhook_urls={"team": receiver.url}) as manager:
+        manager.post_alert({"alertname": "CreditModelAUCLow", "severity": "page"}, {"as_of": "2024-09-01"})
+        notification = receiver.wait_for(lambda n: n["status"] == "firing")
+        assert notification["commonLabels"] == {"alertname": "CreditModelAUCLow", "severity": "page"}
+        assert notification["alerts"][0]["annotations"] == {"as_of": "2024-09-01"}
+        with pytest.raises(PrometheusError, match="refused"):
+            manager.post_alert({"": "no name"})
+
+
 def test_forward_failure_is_recorded_and_answered_500(tmp_path):
     import json
     import urllib.error
