@@ -8,6 +8,7 @@ by a schedule and by an alarm.
 import json
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -107,6 +108,37 @@ def test_the_alertmanager_adapter_posts_one_event_per_firing_alert(events_api):
         assert post(url + "/hooks/alertmanager", {"alerts": [{"status": "firing"}]})[0] == 400
         assert post(url + "/hooks/other", payload)[0] == 404
         assert len(received) == 1, "a refused payload posts nothing"
+    finally:
+        adapter.shutdown()
+        adapter.server_close()
+
+
+def test_a_real_alertmanager_routes_an_alert_to_the_adapter(events_api, tmp_path):
+    """The path chapter 07 runs: an alert sent to Alertmanager's API, grouped and routed to the webhook
+    receiver that is the runner's adapter, which posts the Prefect event the alarm trigger reacts to."""
+    from conftest import skip_or_fail
+    from mlops_lab.prometheus import Alertmanager, MissingTool
+
+    _, received = events_api
+    adapter = ThreadingHTTPServer(("127.0.0.1", free_port()), orc._AlertmanagerWebhook)
+    threading.Thread(target=adapter.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{adapter.server_address[1]}/hooks/alertmanager"
+    try:
+        manager = Alertmanager(tmp_path / "am", webhook_urls={"retrain": hook})
+    except MissingTool as error:
+        skip_or_fail(str(error))
+    try:
+        with manager:
+            manager.post_alert({"alertname": "CreditInputDrift", "severity": "page"},
+                               {"as_of": "2025-09-01", "summary": "inputs drifted"})
+            deadline = time.monotonic() + 15
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.1)
+        (event,) = received
+        assert event["event"] == orc.ALARM_EVENT
+        assert event["resource"]["prefect.resource.id"] == "alertmanager.alert.CreditInputDrift"
+        assert event["resource"]["alertmanager.severity"] == "page"
+        assert event["payload"]["as_of"] == "2025-09-01" and event["payload"]["receiver"] == "retrain"
     finally:
         adapter.shutdown()
         adapter.server_close()
