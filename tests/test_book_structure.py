@@ -369,3 +369,52 @@ def test_other_checks_catch_bad_input():
     assert cited_keys("{cite:p}`a, b` and {cite:t}`{see}c{p. 3}`") == {"a", "b", "c"}
     assert unpinned(["numpy==2.0", "pandas>=2", "-e ."]) == ["pandas>=2"]
     assert not CHAPTER_NAME.match("1_intro.ipynb") and not CHAPTER_NAME.match("01-Intro.ipynb")
+
+
+# ---- the instructor guide's schedule matches the chapters ------------------------------------------------
+GUIDE = ROOT / "instructors" / "guide.md"
+SCHEDULE_ROW = re.compile(r"^\| (\d+) \| (.*)$", re.M)
+EXERCISE_LABEL = re.compile(r":label: (ex-\d{2}-\d+)")
+
+
+def exercise_labels(notebook: Path) -> list[str]:
+    return EXERCISE_LABEL.findall(markdown_of(nbformat.read(notebook, as_version=4)))
+
+
+def schedule_problems(guide: str, chapter_files: dict[int, Path]) -> list[str]:
+    """Each week's row names exactly its chapter's exercise labels; a chapter in the book is linked, not
+    "planned"; a week without a chapter file is "planned" and names no exercise."""
+    rows = {int(week): row for week, row in SCHEDULE_ROW.findall(guide)}
+    problems = [f"week {week}: no row in the schedule" for week in chapter_files if week not in rows]
+    for week, row in rows.items():
+        named, notebook = re.findall(r"ex-\d{2}-\d+", row), chapter_files.get(week)
+        if notebook is None:
+            if "planned" not in row or named:
+                problems.append(f"week {week}: no chapter file, so the row must say planned and name no exercise")
+            continue
+        expected = exercise_labels(notebook)
+        if named != expected:
+            problems.append(f"week {week}: the schedule names {named}, {rel(notebook)} has {expected}")
+        if notebook.parent.name == "chapters" and ("planned" in row or f"../chapters/{notebook.stem}" not in row):
+            problems.append(f"week {week}: {rel(notebook)} is in the book: link it, and do not call it planned")
+    return problems
+
+
+def chapter_files() -> dict[int, Path]:
+    files = sorted((ROOT / "drafts").glob("*.ipynb")) + CHAPTERS      # a chapter in the book wins over a draft
+    return {int(path.name[:2]): path for path in files}
+
+
+def test_schedule_names_each_chapters_exercises():
+    assert schedule_problems(GUIDE.read_text(), chapter_files()) == []
+
+
+def test_schedule_check_catches_a_row_out_of_sync():
+    files, guide = chapter_files(), GUIDE.read_text()
+    first = exercise_labels(files[1])[0]
+    assert any("week 1: the schedule names" in p for p in schedule_problems(guide.replace(f"`{first}`", "", 1), files))
+    extra = guide.replace("| 13 | 13 The whole loop (planned) |", "| 13 | 13 The whole loop (planned) ex-13-1 |")
+    assert any("week 13" in p for p in schedule_problems(extra, files))
+    planned = guide.replace("{doc}`09 Serving models <../chapters/09_serving>`", "09 Serving models (planned)")
+    assert any("week 9" in p and "in the book" in p for p in schedule_problems(planned, files))
+    assert any("week 2: no row" in p for p in schedule_problems(re.sub(r"^\| 2 \|.*\n", "", guide, flags=re.M), files))
