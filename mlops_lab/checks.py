@@ -30,6 +30,26 @@ def not_attempted(answer: Any) -> bool:
     return answer is None or answer is Ellipsis
 
 
+def normalise(value: Any) -> Any:
+    """An answer as the checks compare it: text without case or surrounding spaces, and a number however it
+    was written (``"1"``, ``1``, ``1.0`` and ``True``'s ``1`` are one answer; ``"Canary"`` is ``"canary"``)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) or hasattr(value, "__float__") and not isinstance(value, complex):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
 def verdict(exercise: str, correct: bool | None, message: str, hint: str = "") -> None:
     """Print the verdict for ``exercise``; ``correct=None`` means not attempted yet."""
     if correct is None:
@@ -56,7 +76,9 @@ def check_number(exercise: str, answer: Any, expected: float, *, tolerance: floa
     allowed = tolerance * abs(expected) if relative else tolerance
     if math.isfinite(value) and abs(value - expected) <= allowed + 1e-12:
         return verdict(exercise, True, why or f"{value:g} matches {expected:g}.")
-    return verdict(exercise, False, f"your answer {value:g} is not within {allowed:g} of the expected value.", hint)
+    direction = "not a finite number" if not math.isfinite(value) else "too high" if value > expected else "too low"
+    return verdict(exercise, False, f"your answer {value:g} is {direction}: the check accepts answers within "
+                                    f"{allowed:g} of the expected value.", hint)
 
 
 def check_choice(exercise: str, answer: Any, expected: Any, *, why: str = "", hint: str = "",
@@ -64,12 +86,12 @@ def check_choice(exercise: str, answer: Any, expected: Any, *, why: str = "", hi
     """One answer out of ``choices`` (compared case-insensitively for strings)."""
     if not_attempted(answer):
         return verdict(exercise, None, "replace the ... with your answer and run the cell again.")
-    norm = (lambda v: v.strip().lower() if isinstance(v, str) else v)
-    if choices is not None and norm(answer) not in [norm(c) for c in choices]:
+    if choices is not None and normalise(answer) not in [normalise(c) for c in choices]:
         return verdict(exercise, False, f"{answer!r} is not one of the options {choices}.", hint)
-    if norm(answer) == norm(expected):
+    if normalise(answer) == normalise(expected):
         return verdict(exercise, True, why or f"{answer!r} is right.")
-    return verdict(exercise, False, f"{answer!r} is not it.", hint)
+    options = f" (one of {choices})" if choices is not None else ""
+    return verdict(exercise, False, f"{answer!r} is a valid option{options}, but not the right one here.", hint)
 
 
 def check_mapping(exercise: str, answer: Any, expected: Mapping, *, why: Mapping | None = None,
@@ -80,7 +102,7 @@ def check_mapping(exercise: str, answer: Any, expected: Mapping, *, why: Mapping
     if not isinstance(answer, Mapping):
         return verdict(exercise, False, f"expected a dict, got {type(answer).__name__}.", hint)
     missing = [k for k in expected if k not in answer]
-    wrong = [k for k in expected if k in answer and answer[k] != expected[k]]
+    wrong = [k for k in expected if k in answer and normalise(answer[k]) != normalise(expected[k])]
     if not missing and not wrong:
         return verdict(exercise, True, "every entry is right." + "".join(
             f"\n  - {k}: {why[k]}" for k in expected if why and k in why))

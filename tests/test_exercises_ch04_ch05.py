@@ -31,7 +31,7 @@ def test_best_short_window(capsys):
     assert ch04.best_run(RUNS, 1)["params.C"] == "3.0"
     ch04.check_best_short_window(3, RUNS)
     assert "correct" in capsys.readouterr().out
-    with pytest.raises(WrongAnswer, match="not it"):
+    with pytest.raises(WrongAnswer, match="not the right one"):
         ch04.check_best_short_window(0.3, RUNS)  # the best over all windows, not the 1-month one
     with pytest.raises(WrongAnswer, match="expected a number"):
         ch04.check_best_short_window("best", RUNS)

@@ -159,6 +159,27 @@ def test_strict_mode_raises_only_on_wrong_answers(monkeypatch, capsys):
         checks.check_choice("ex", "z", "b", choices=["a", "b"])
 
 
+def test_checks_accept_an_answer_however_it_is_written(capsys, monkeypatch):
+    monkeypatch.setenv(checks.STRICT_ENV, "1")            # a wrong verdict would raise
+    checks.check_choice("ex", "1", 1)
+    checks.check_choice("ex", 2.0, "2", choices=[1, 2, 3])
+    checks.check_choice("ex", " Canary ", "canary", choices=["canary", "linear"])
+    checks.check_mapping("ex", {"a": "0", "b": "Level"}, {"a": 0, "b": "level"})
+    checks.check_number("ex", "3.0", 3)
+    assert capsys.readouterr().out.count("correct") == 5
+
+
+def test_wrong_answers_say_which_way_and_what_was_accepted(capsys, monkeypatch):
+    monkeypatch.delenv(checks.STRICT_ENV, raising=False)
+    checks.check_number("ex", 5, 3.0, tolerance=0.5)
+    checks.check_number("ex", 1, 3.0, tolerance=0.1, relative=True)
+    checks.check_choice("ex", "linear", "canary", choices=["canary", "linear"])
+    out = capsys.readouterr().out.splitlines()
+    assert "5 is too high" in out[0] and "within 0.5 of the expected value" in out[0]
+    assert "1 is too low" in out[1] and "within 0.3 of" in out[1]
+    assert "a valid option (one of ['canary', 'linear']), but not the right one" in out[2]
+
+
 def test_check_mapping_names_the_wrong_keys(capsys, monkeypatch):
     monkeypatch.delenv(checks.STRICT_ENV, raising=False)
     expected = {"a": 0, "b": 1, "c": 2}

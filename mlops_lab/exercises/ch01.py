@@ -17,7 +17,7 @@ PRACTICE_LEVELS = {
     "retrain in a notebook when someone complains": 0,
     "copy the model file to the serving host by hand": 0,
     "a pipeline retrains on fresh data when a drift alarm fires": 1,
-    "a new model is validated against the current one before it serves": 1,
+    "the pipeline itself compares each new model with the one serving, and stops a worse one": 1,
     "a pull request to the pipeline code runs tests and deploys the pipeline": 2,
     "the training pipeline itself is versioned, built and released by CI/CD": 2,
 }
