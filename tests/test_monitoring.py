@@ -320,6 +320,38 @@ def test_chapter_11_checks_say_right_and_wrong(monkeypatch, capsys):
     assert out.count("correct") == 3 and "not attempted" in out
 
 
+LATENCY_RULE = {"alert": "RouterLatencyHigh", "for": "2m", "labels": {"severity": "page"},
+                "expr": "histogram_quantile(0.99, sum by (le) (rate(router_request_duration_seconds_bucket[1m]))) > 0.25"}
+
+
+@pytest.mark.parametrize("wrong, says", [
+    ({"for": "0s"}, "does not fire when it should"),                   # pages on the first minute: a blip
+    ({"expr": LATENCY_RULE["expr"].replace("0.25", "0.6")}, "does not fire when it should"),   # never fires
+    ({"expr": LATENCY_RULE["expr"][:-8]}, "promtool refused"),          # unbalanced parentheses
+    ({"for": "two minutes"}, "promtool refused"),
+    ({"alert": "Latency"}, "RouterLatencyHigh"),
+    ({"labels": {"severity": "ticket"}}, "severity: page"),
+])
+def test_chapter_11_alerting_rule_exercise_runs_promtool(monkeypatch, capsys, wrong, says):
+    from conftest import skip_or_fail
+    from mlops_lab.checks import WrongAnswer
+    from mlops_lab.exercises import ch11
+    from mlops_lab.prometheus import MissingTool, find_tool
+
+    try:
+        find_tool("promtool")
+    except MissingTool as error:
+        skip_or_fail(str(error))
+    monkeypatch.setenv("MLOPS_LAB_STRICT_CHECKS", "1")
+    ch11.check_latency_rule(LATENCY_RULE)
+    ch11.check_latency_rule({**LATENCY_RULE, "expr": ...})
+    out = capsys.readouterr().out
+    assert "correct" in out and "not attempted" in out and "/tmp" not in out
+    with pytest.raises(WrongAnswer, match=says) as error:
+        ch11.check_latency_rule({**LATENCY_RULE, **wrong})
+    assert "/tmp" not in str(error.value), "no machine path in the verdict"
+
+
 @pytest.fixture(scope="module")
 def default_job_data():
     stream = CreditStream(seed=5, rows_per_month=1500)

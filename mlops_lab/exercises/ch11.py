@@ -115,3 +115,75 @@ def check_default_job(job, predictions: pd.DataFrame, labels: pd.DataFrame, run_
     verdict(exercise, True,
             f"your job matches the reference on {len(run_dates)} run dates and ignores labels from after each one. "
             f"It judges a month only once every loan of it has had {OUTCOME_MONTHS} months on book (or defaulted).")
+
+
+# ---- ex-11-5: an alerting rule, checked by promtool ------------------------------------------------------------
+LATENCY_ALERT = "RouterLatencyHigh"
+SLOW_S, THRESHOLD_S, PER_MINUTE, SLOW_SHARE = 0.5, 0.25, 1000, 0.2
+INCIDENT = (21, 26)                  # minutes whose samples carry slow requests (the counters grow from 20 to 25)
+# When the rule must be quiet, and when firing: quiet just before; quiet one minute into the incident (for: 2m
+# still pending; a rule without it fires); firing three minutes in; quiet again once the minute's window
+# holds no slow request.
+LATENCY_CHECKS = {19: False, 22: False, 24: True, 29: False}
+
+
+def latency_series(minutes: int = 40) -> dict[str, list[float]]:
+    """Cumulative router_request_duration_seconds buckets, one sample a minute: PER_MINUTE requests a minute,
+    all within 10 ms, except SLOW_SHARE of them taking SLOW_S during the incident."""
+    bounds = ("0.01", "0.2", "0.5", "+Inf")
+    fast = slow = 0.0
+    series = {f'router_request_duration_seconds_bucket{{le="{b}"}}': [] for b in bounds}
+    for minute in range(minutes):
+        if minute:
+            share = SLOW_SHARE if INCIDENT[0] <= minute < INCIDENT[1] else 0.0
+            fast, slow = fast + PER_MINUTE * (1 - share), slow + PER_MINUTE * share
+        for bound, count in zip(bounds, (fast, fast, fast + slow, fast + slow)):
+            series[f'router_request_duration_seconds_bucket{{le="{bound}"}}'].append(count)
+    return series
+
+
+def _short(error, folder: str) -> str:
+    """promtool's message without the temporary folder's path."""
+    return str(error).replace(f"{folder}/", "")
+
+
+def check_latency_rule(rule) -> None:
+    """Render the student's rule, run ``promtool check rules`` on it, then ``promtool test rules`` on a
+    synthetic latency incident; say what promtool said, or when the alert fired that it should not have."""
+    import tempfile
+    from pathlib import Path
+
+    from ..alert_rules import RuleError, promtool_check, promtool_test, promtool_values, rule_file, rule_test
+
+    exercise = "ex-11-5"
+    if not_attempted(rule) or isinstance(rule, dict) and any(not_attempted(v) for v in rule.values()):
+        return verdict(exercise, None, "fill in every ... of the rule and run the cell again.")
+    if not isinstance(rule, dict) or not {"alert", "expr"} <= set(rule):
+        return verdict(exercise, False, "a Prometheus alerting rule is a dict with at least 'alert' and 'expr'.")
+    if rule["alert"] != LATENCY_ALERT or (rule.get("labels") or {}).get("severity") != "page":
+        return verdict(exercise, False, f"name the alert {LATENCY_ALERT!r} and give it the label severity: page.")
+    tested = {key: value for key, value in rule.items() if key != "annotations"}   # the timing is what is checked
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            rules = rule_file({"latency": [tested]}, Path(folder) / "rules.yml")
+            promtool_check(rules)
+        except (RuleError, TypeError, ValueError) as error:
+            return verdict(exercise, False, f"promtool refused the rule:\n{_short(error, folder)}",
+                           hint="the expression must be valid PromQL, and 'for' a duration such as '2m'.")
+        expected = {"exp_labels": tested.get("labels") or {}}
+        checks = [{"eval_time": f"{minute}m", "alertname": LATENCY_ALERT, "exp_alerts": [expected] if on else []}
+                  for minute, on in LATENCY_CHECKS.items()]
+        test = rule_test([rules], {name: promtool_values(values) for name, values in latency_series().items()},
+                         checks, "1m", Path(folder) / "test.yml")
+        try:
+            promtool_test(test)
+        except RuleError as error:
+            when = "; ".join(f"minute {m}: {'firing' if on else 'quiet'}" for m, on in LATENCY_CHECKS.items())
+            return verdict(exercise, False, f"the rule is valid, but it does not fire when it should ({when}). "
+                                            f"promtool said:\n{_short(error, folder)}",
+                           hint="p99 over the last minute is histogram_quantile(0.99, sum by (le) "
+                                "(rate(router_request_duration_seconds_bucket[1m]))); page above 0.25 s, and only "
+                                "after it has held for 2 minutes ('for').")
+    verdict(exercise, True, "promtool accepts the rule, and on the synthetic incident it stays quiet before, is "
+                            "pending for its first two minutes, pages after them, and resolves once the last "
+                            "minute holds no slow request.")
