@@ -85,3 +85,12 @@ def test_gitlab_mirror_runs_the_same_suite():
     assert "_build/html" in pipeline["test"]["artifacts"]["paths"]
     assert pipeline["pages"]["artifacts"]["paths"] == ["public"]
     assert any("_build/html public" in line for line in pipeline["pages"]["script"])
+
+
+@pytest.mark.parametrize("relative", [".github/workflows/test.yml", ".github/workflows/pages.yml"])
+def test_workflows_install_the_monitoring_packages_binder_gets(relative):
+    """Chapters 07, 11 and 12 start Prometheus, Alertmanager and the Pushgateway: the forge's runner needs the
+    same system packages apt.txt gives Binder, or make book stops at those chapters."""
+    wanted = {line.strip() for line in (ROOT / "apt.txt").read_text().splitlines() if line.startswith("prometheus")}
+    installed = {word for step in steps(load(relative)) for word in step.get("run", "").split()}
+    assert wanted == {"prometheus", "prometheus-alertmanager", "prometheus-pushgateway"} and wanted <= installed
