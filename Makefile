@@ -26,7 +26,7 @@ book: $(STAMP) $(NODE_STAMP)
 
 # The whole suite, in the order a failure is cheapest to find.
 test: $(STAMP) $(NODE_STAMP)
-	$(MAKE) unit chapters student book book-checks
+	$(MAKE) unit chapters student book student-book book-checks
 
 unit: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -m "not book" tests
@@ -44,11 +44,13 @@ student: $(STAMP) $(NODE_STAMP)
 	$(PY) tools/student_edition.py --out _build/student
 	$(NBVAL) _build/student/chapters
 
-# Checks on the built HTML, including the real-browser smoke test (needs `make book` first).
+# Checks on the built HTML, including the real-browser smoke test and the student HTML's leak check (needs
+# `make book` and `make student-book` first).
 book-checks: $(STAMP)
 	$(PY) -m pytest -m book tests
 
-# The student HTML: every solution removed, no source downloads.
+# The student HTML: every solution removed, no source downloads, launch buttons on the student branch. It
+# renders the notebooks `make book` executed (the shared execution cache), so it runs no chapter again.
 student-book: $(STAMP)
 	MLOPS_LAB_STUDENT_EDITION=1 $(BOOK) --path-output _build/student-book
 

@@ -61,6 +61,17 @@ def built_html() -> Path:
     return html
 
 
+@pytest.fixture(scope="session")
+def student_html() -> Path:
+    """The student HTML (``make student-book``): ``$STUDENT_HTML_DIR`` or ``_build/student-book/_build/html``."""
+    html = Path(os.environ.get("STUDENT_HTML_DIR") or ROOT / "_build" / "student-book" / "_build" / "html")
+    if not html.is_absolute():
+        html = ROOT / html
+    if not (html / "index.html").is_file():
+        skip_or_fail(f"no student book at {html} (index.html missing): run `make student-book` first")
+    return html
+
+
 @contextlib.contextmanager
 def temporary_tracking(folder: Path, experiment: str):
     """A SQLite MLflow store in ``folder`` with ``experiment`` active (artifacts in ``folder``, through

@@ -175,3 +175,82 @@ def test_removes_stale_student_notebooks(tmp_path):
     nbformat.write(new_notebook(), stale)
     assert run_tool("--out", str(tmp_path)).returncode == 0
     assert not stale.exists(), "a chapter no longer in _toc.yml would still be tested"
+
+
+# ---- the student branch the student site's launch buttons open ----------------------------------------------
+def test_student_branch_holds_no_solution_and_changes_nothing_else(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    git = lambda *args: subprocess.run(["git", *args], cwd=clone, check=True, capture_output=True,  # noqa: E731
+                                       text=True).stdout.strip()
+    head, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
+    for run in (1, 2):
+        result = subprocess.run([sys.executable, str(TOOLS / "student_branch.py"), "--repo", str(clone)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert git("rev-parse", "HEAD") == head and git("status", "--porcelain") == status, "the checkout is untouched"
+    assert git("rev-list", "--count", "student") == "2" and head in git("log", "-1", "--format=%s", "student")
+    main_files = dict(line.split("\t")[::-1] for line in git("ls-tree", "-r", "HEAD").splitlines())
+    student_files = dict(line.split("\t")[::-1] for line in git("ls-tree", "-r", "student").splitlines())
+    notebooks = {path for path in main_files if path.endswith(".ipynb")}
+    listed = {relative.as_posix() for relative in NOTEBOOKS}
+    assert set(student_files) == set(main_files) - (notebooks - listed), "only the unlisted notebooks are left out"
+    assert notebooks - listed, "the drafts exist, and are left out"
+    for path in set(main_files) - notebooks:
+        assert student_files[path] == main_files[path], f"{path} changed on the student branch"
+    for path in listed:
+        full = nbformat.reads(git("show", f"HEAD:{path}"), as_version=4)
+        student = nbformat.reads(git("show", f"student:{path}"), as_version=4)
+        hidden = {cell.source for cell in solution_cells(full) if cell.cell_type == "code"}
+        text = "\n".join(cell.source for cell in student.cells)
+        assert "{solution-start}" not in text and not hidden & {cell.source for cell in student.cells}, path
+
+
+def test_student_site_launch_buttons_open_the_student_branch(monkeypatch):
+    sys.path.insert(0, str(TOOLS / "sphinx"))
+    import student_edition as extension
+
+    class Config:
+        student_edition, html_theme, html_copy_source = True, "sphinx_book_theme", True
+        html_theme_options = {"repository_branch": "main", "use_download_button": True}
+
+    monkeypatch.delenv(extension.BRANCH_ENV, raising=False)
+    config = Config()
+    extension.configure(None, config)
+    assert config.html_theme_options == {"repository_branch": "student", "use_download_button": False}
+    monkeypatch.setenv(extension.BRANCH_ENV, "student-2026")
+    extension.configure(None, config)
+    assert config.html_theme_options["repository_branch"] == "student-2026" and not config.html_copy_source
+
+
+# ---- the real student HTML (after `make book` and `make student-book`) --------------------------------------
+def page_text(html_file) -> str:
+    """A page's visible text: tags dropped, entities decoded, whitespace collapsed (code is highlighted
+    token by token, so its text is compared, not its markup)."""
+    import html
+    import re
+
+    raw = re.sub(r"<(script|style)\b.*?</\1>", " ", html_file.read_text(), flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", raw)).split())
+
+
+def solution_lines(notebook) -> list[str]:
+    """The longest line of each solution code cell: text that only the solution holds."""
+    lines = [max(cell.source.splitlines(), key=len).strip() for cell in solution_cells(nbformat.read(notebook, 4))
+             if cell.cell_type == "code" and cell.source.strip()]
+    return [" ".join(line.split()) for line in lines if len(line) > 20]
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("relative", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_html_holds_no_solution(built_html, student_html, relative):
+    page = relative.with_suffix(".html")
+    lines = solution_lines(ROOT / relative)
+    assert lines, f"{relative}: no solution code to look for"
+    instructor, student = page_text(built_html / page), page_text(student_html / page)
+    assert all(line in instructor for line in lines), "the instructor page shows the solutions (the probe works)"
+    leaked = [line for line in lines if line in student]
+    assert not leaked, f"{page} in the student HTML shows solution code: {leaked[:3]}"
+    assert 'class="solution' not in (student_html / page).read_text()
+    assert not (student_html / "_sources").exists(), "the student site serves no notebook sources"
+    assert "/blob/student/" in (student_html / page).read_text(), "Colab opens the student branch"

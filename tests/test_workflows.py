@@ -65,15 +65,18 @@ def test_test_workflow_runs_make_test_under_ci():
     assert uploads and uploads[0]["with"]["path"] == "_build/html"
 
 
-def test_pages_workflow_deploys_the_built_book():
+def test_pages_workflow_deploys_the_student_edition():
     workflow = load(".github/workflows/pages.yml")
     assert workflow["on"]["push"]["branches"] == ["main"]
     assert workflow["permissions"].get("pages") == "write" and workflow["permissions"].get("id-token") == "write"
     assert workflow["concurrency"]["group"] == "pages"
     runs = [line.strip() for step in steps(workflow) for line in step.get("run", "").splitlines()]
-    assert "make book" in runs
+    # the instructor edition is built (every solution checked), but the public site is the student edition,
+    # and its launch buttons' branch is pushed by the same job
+    assert runs.index("make book") < runs.index("make student-book") < runs.index(".venv/bin/python tools/student_branch.py")
+    assert "git push --force origin student" in runs and workflow["permissions"].get("contents") == "write"
     uses = {step.get("uses", "").split("@")[0]: step for step in steps(workflow)}
-    assert uses["actions/upload-pages-artifact"]["with"]["path"] == "_build/html"
+    assert uses["actions/upload-pages-artifact"]["with"]["path"] == "_build/student-book/_build/html"
     assert "actions/deploy-pages" in uses
 
 

@@ -11,9 +11,9 @@ Then, for each page:
 - ``html_copy_source`` is ``False`` and the theme's download button is off, so no page can serve the full
   notebook (with its solutions) from ``_sources/``.
 
-Binder and Colab launch buttons of a student site must point at the *student* notebooks (written by
-``tools/student_edition.py``, published on their own branch or folder: set ``repository.branch`` or
-``path_to_book`` for that build), or they hand out the instructor notebooks with every solution.
+- the Binder and Colab launch buttons open the *student* notebooks: the theme's ``repository_branch`` becomes
+  the student branch (``student``, or ``MLOPS_LAB_STUDENT_BRANCH``), which ``tools/student_branch.py``
+  writes. Buttons on the instructor notebooks would hand out every solution.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from sphinx.config import Config
 from sphinx.util import logging
 
 ENV_FLAG = "MLOPS_LAB_STUDENT_EDITION"
+BRANCH_ENV, DEFAULT_BRANCH = "MLOPS_LAB_STUDENT_BRANCH", "student"
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +38,11 @@ def student_edition_on(config: Config) -> bool:
     return bool(config.student_edition) or _env_flag_set()
 
 
+def student_branch() -> str:
+    """The branch the student site's launch buttons open (tools/student_branch.py writes it)."""
+    return os.environ.get(BRANCH_ENV, "").strip() or DEFAULT_BRANCH
+
+
 def configure(app: Sphinx, config: Config) -> None:
     """On ``config-inited``: fold the environment flag into the config; switch source downloads off."""
     if not student_edition_on(config):
@@ -44,7 +50,8 @@ def configure(app: Sphinx, config: Config) -> None:
     config.student_edition = True  # a changed value makes Sphinx re-read every page (rebuild="env")
     config.html_copy_source = False
     if config.html_theme == "sphinx_book_theme":  # its download button would link to the missing _sources
-        config.html_theme_options = {**(config.html_theme_options or {}), "use_download_button": False}
+        config.html_theme_options = {**(config.html_theme_options or {}), "use_download_button": False,
+                                     "repository_branch": student_branch()}
     logger.info("student edition: removing exercise solutions and source downloads")
 
 
