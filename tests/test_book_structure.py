@@ -153,8 +153,12 @@ def check_further_reading(nb) -> list[str]:
 
 
 def check_first_code_cell(nb) -> list[str]:
-    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
-    return [] if code and "start_chapter(" in code[0] else ["the first code cell does not call start_chapter("]
+    """The first code cell starts the chapter, and its input (the Colab bootstrap) folds away in the HTML."""
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    if not code or "start_chapter(" not in code[0].source:
+        return ["the first code cell does not call start_chapter("]
+    tags = code[0].get("metadata", {}).get("tags", [])
+    return [] if "hide-input" in tags else ["the first code cell (the bootstrap) is not tagged hide-input"]
 
 
 def check_no_outputs(nb) -> list[str]:
@@ -303,7 +307,8 @@ def good_chapter():
     """A minimal chapter that passes every chapter check."""
     md, code = new_markdown_cell, new_code_cell
     cells = [md("# 1. T\n\n## Overview\n\n**Learning objectives.** Learn.\n\n**Prerequisites.** None.\n"),
-             code('from mlops_lab import start_chapter\nchapter = start_chapter("02_t")'),
+             code('from mlops_lab import start_chapter\nchapter = start_chapter("02_t")',
+                  metadata={"tags": ["hide-input"]}),
              md("```{admonition} SageMaker equivalent\n:class: tip\nSageMaker Pipelines.\n```\n\n"
                 "```{admonition} What production uses\n:class: note\nAirflow.\n```\n\n## Summary\n\n"
                 "Done.\n\n## Exercises")]
