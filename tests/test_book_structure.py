@@ -389,7 +389,9 @@ def exercise_labels(notebook: Path) -> list[str]:
 def schedule_problems(guide: str, chapter_files: dict[int, Path]) -> list[str]:
     """Each week's row names exactly its chapter's exercise labels; a chapter in the book is linked, not
     "planned"; a week without a chapter file is "planned" and names no exercise."""
-    rows = {int(week): row for week, row in SCHEDULE_ROW.findall(guide)}
+    schedule = guide[guide.index("## Schedule"):]
+    schedule = schedule[:schedule.find("\n## ", 1)] if "\n## " in schedule[1:] else schedule
+    rows = {int(week): row for week, row in SCHEDULE_ROW.findall(schedule)}
     problems = [f"week {week}: no row in the schedule" for week in chapter_files if week not in rows]
     for week, row in rows.items():
         named, notebook = re.findall(r"ex-\d{2}-\d+", row), chapter_files.get(week)
