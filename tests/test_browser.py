@@ -131,6 +131,16 @@ def test_chapter_page(driver, site, built_html, entry):
         "return [...document.querySelectorAll('.cell_output img')].map(i => i.complete ? i.naturalWidth : 0)")
     assert any(width > 0 for width in widths), f"{entry}: no rendered figure from a notebook output ({widths})"
 
+    wide = driver.execute_script(
+        "return [...document.querySelectorAll('div.cell_input pre, div.cell_output pre')]"
+        ".filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.textContent.split('\\n')[0].slice(0, 60))")
+    assert not wide, f"{entry}: code wider than the page (a horizontal scrollbar): {wide[:3]}"
+    assert driver.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth"), \
+        f"{entry}: the page scrolls sideways"
+    folded = driver.execute_script(
+        "const c = document.querySelector('div.cell.tag_hide-input'); return c && !!c.querySelector('details, .toggle')")
+    assert folded, f"{entry}: the bootstrap cell's input is not folded behind a toggle"
+
     assert not find("css selector", ".cell_output .traceback, .output.traceback, .output.error"), \
         f"{entry}: a cell shows an error output"
     outputs = " ".join(element.text for element in find("css selector", ".cell_output"))
