@@ -235,10 +235,19 @@ def page_text(html_file) -> str:
 
 
 def solution_lines(notebook) -> list[str]:
-    """The longest line of each solution code cell: text that only the solution holds."""
-    lines = [max(cell.source.splitlines(), key=len).strip() for cell in solution_cells(nbformat.read(notebook, 4))
-             if cell.cell_type == "code" and cell.source.strip()]
-    return [" ".join(line.split()) for line in lines if len(line) > 20]
+    """The longest line of each solution code cell that no other cell holds (the answer cell repeats the
+    check's call): text that only the solution shows."""
+    nb = nbformat.read(notebook, 4)
+    hidden = [cell for cell in solution_cells(nb) if cell.cell_type == "code" and cell.source.strip()]
+    shown = {" ".join(line.split()) for cell in nb.cells if cell.cell_type == "code" and cell not in hidden
+             for line in cell.source.splitlines()}
+    lines = []
+    for cell in hidden:
+        own = [" ".join(line.split()) for line in cell.source.splitlines()]
+        own = [line for line in own if len(line) > 20 and line not in shown]
+        if own:
+            lines.append(max(own, key=len))
+    return lines
 
 
 @pytest.mark.book
