@@ -39,10 +39,11 @@ chapters: $(STAMP) $(NODE_STAMP)
 	  stray=$$(comm -13 <(echo "$$before") <(git ls-files --others chapters)); \
 	  if [ -n "$$stray" ]; then echo "a chapter wrote into chapters/: $$stray" >&2; exit 1; fi
 
-# Student notebooks (solutions removed) must run clean with every exercise unattempted.
+# Student notebooks (solutions removed) must run clean with every exercise unattempted, one at a time on one
+# core shared with a busy process (tools/busy_core.sh; unpinned without taskset), as on Binder's single CPU.
 student: $(STAMP) $(NODE_STAMP)
 	$(PY) tools/student_edition.py --out _build/student
-	$(NBVAL) _build/student/chapters
+	tools/busy_core.sh $(PY) -m pytest --nbval-lax -p no:cacheprovider -p no:xdist _build/student/chapters
 
 # Checks on the built HTML, including the real-browser smoke test and the student HTML's leak check (needs
 # `make book` and `make student-book` first).

@@ -45,7 +45,7 @@ import pandas as pd
 
 from . import dvc_project
 from .chapter import book_root
-from .simulator import CreditStream, newest_complete_month
+from .simulator import TARGET, CreditStream, newest_complete_month
 
 TEMPLATE = Path(__file__).parent / "templates" / "credit_ci"
 BIN = Path(sys.executable).parent
@@ -161,11 +161,11 @@ def _dvc_changed(repo: Path) -> bool:
     return out.returncode != 0
 
 
-def months_read(as_of, window_months: int = 3) -> list[int]:
+def months_read(as_of, window_months: int = 3, label: str = TARGET) -> list[int]:
     """The exports a run on ``as_of`` reads, and no more (CI time grows with every file the tests read):
-    training, validation and test months, and the newest whole month with the one before it (validate_data
-    bounds the newest month by its predecessor)."""
-    test = newest_complete_month(dvc_project._date(as_of))
+    training, validation and test months of ``label``, and the newest whole month with the one before it
+    (validate_data bounds the newest month by its predecessor)."""
+    test = newest_complete_month(dvc_project._date(as_of), label)
     newest_whole = dvc_project.newest_month(as_of) - 1
     return list(range(test - window_months - 1, test + 1)) + [newest_whole - 1, newest_whole]
 

@@ -197,3 +197,41 @@ def ct_and_cicd_figure() -> plt.Figure:
     ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+LOOP_LANES = ("data", "CI", "pipeline", "registry", "serving", "monitoring")
+LOOP_COLOURS = {"data": "#6baed6", "CI": "#31a354", "pipeline": "#3182bd", "registry": "#e6550d",
+                "serving": "#756bb1", "monitoring": "#de2d26"}
+
+
+def loop_timeline_figure(events: pd.DataFrame, drift: pd.Series | None = None) -> plt.Figure:
+    """Chapter 13's loop on the book's calendar: one lane per part (:data:`LOOP_LANES`), one marker and label
+    per event (columns ``date``, ``lane``, ``what``; events of one day in one lane are stacked), and under it
+    the weekly drift checks (``drift``: features drifted, indexed by the check's date), if given."""
+    unknown = sorted(set(events["lane"]) - set(LOOP_LANES))
+    if unknown:
+        raise ValueError(f"unknown lane(s) {unknown}; lanes are {LOOP_LANES}")
+    rows = 2 if drift is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 4.8 if rows == 2 else 3.6), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1][:rows]})
+    ax = axes[0, 0]
+    dates = pd.to_datetime(events["date"])
+    for (day, lane), group in events.assign(date=dates).groupby(["date", "lane"], sort=False):
+        y = len(LOOP_LANES) - 1 - LOOP_LANES.index(lane)
+        ax.plot([day], [y], "o", color=LOOP_COLOURS[lane], markersize=7)
+        label = "\n".join(textwrap.fill(text, 28) for text in group["what"])
+        ax.annotate(label, (day, y), xytext=(6, 4), textcoords="offset points", fontsize=7, va="bottom")
+    ax.set_yticks(range(len(LOOP_LANES)), list(reversed(LOOP_LANES)))
+    ax.set_ylim(-0.6, len(LOOP_LANES) - 0.2)
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_title("The loop on the book's calendar: each event is asserted from its own artifact", fontsize=10)
+    if drift is not None:
+        low = axes[1, 0]
+        low.bar(pd.to_datetime(drift.index), drift.to_numpy(), width=2.5, color=LOOP_COLOURS["monitoring"])
+        low.set_ylabel("features\ndrifted", fontsize=8)
+        low.set_ylim(0, max(1, float(drift.max())) * 1.2)
+    span = pd.Timedelta(days=3)
+    axes[-1, 0].set_xlim(dates.min() - span, dates.max() + pd.Timedelta(days=10))
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig

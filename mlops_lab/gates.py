@@ -319,8 +319,12 @@ def margin_figure(true_gain: float = 0.01, *, margin: float | None = None, rows:
     return fig
 
 
-def register_if_passed(verdict: GateVerdict, model_uri: str, name: str, *, client=None, tags: dict | None = None):
-    """Register ``model_uri`` as a version of ``name`` and point ``champion`` at it, only if ``verdict.passed``.
+def register_if_passed(verdict: GateVerdict, model_uri: str, name: str, *, client=None, tags: dict | None = None,
+                       alias: str = "champion"):
+    """Register ``model_uri`` as a version of ``name`` and point ``alias`` at it, only if ``verdict.passed``.
+
+    ``alias`` is ``champion`` at Level 1 (the gate releases it) or ``challenger`` at Level 2, where the
+    ``champion`` alias moves only after a canary has passed (chapter 13).
 
     A rejected candidate returns None: nothing registered, no alias moved. The verdict becomes the version's
     ``gate.*`` tags. If the alias cannot be moved the new version is deleted again, so nothing is left
@@ -328,8 +332,10 @@ def register_if_passed(verdict: GateVerdict, model_uri: str, name: str, *, clien
     """
     from mlflow import MlflowClient
 
-    from .registry import CHAMPION, register, set_alias
+    from .registry import CHALLENGER, CHAMPION, register, set_alias
 
+    if alias not in (CHAMPION, CHALLENGER):
+        raise ValueError(f"a gate releases to champion or challenger, not {alias!r}")
     if not verdict.passed:
         return None
     client = client or MlflowClient()
@@ -337,7 +343,7 @@ def register_if_passed(verdict: GateVerdict, model_uri: str, name: str, *, clien
     evidence["gate.checks"] = json.dumps([{"name": c["name"], "passed": c["passed"]} for c in verdict.checks])
     version = register(model_uri, name, tags={**evidence, **(tags or {})})
     try:
-        set_alias(name, CHAMPION, version.version, client)
+        set_alias(name, alias, version.version, client)
     except Exception:
         client.delete_model_version(name, str(version.version))
         raise

@@ -419,6 +419,9 @@ class Level1Config:
     seed: int = 2024
     rows_per_month: int = 2000
     drift: dict = field(default_factory=dict)
+    # The alias a passed gate moves: "champion" at Level 1; "challenger" at Level 2, where a canary and the
+    # serving side move champion (chapter 13).
+    release_alias: str = "champion"
 
     def stream(self) -> CreditStream:
         return CreditStream(seed=self.seed, rows_per_month=self.rows_per_month, drift=Drift(**self.drift))
@@ -624,8 +627,8 @@ def store(project: str, message: str) -> str:
 
 @task(name="register")
 def register(config: Level1Config, gate: dict, tags: dict, fail_alias_move: bool = False):
-    """Log the candidate into the active MLflow run and register it as the new champion, only if the model
-    gate passed (``fail_alias_move``: the registry fails between the version and the alias, to show that
+    """Log the candidate into the active MLflow run and register it, with ``config.release_alias`` (the new
+    champion at Level 1), only if the model gate passed (``fail_alias_move``: the registry fails between the version and the alias, to show that
     :func:`~mlops_lab.gates.register_if_passed` then deletes the version)."""
     import joblib
 
@@ -641,7 +644,8 @@ def register(config: Level1Config, gate: dict, tags: dict, fail_alias_move: bool
     with contextlib.redirect_stderr(io.StringIO()):          # MLflow's "Created version ..." lines
         logged = log_credit_model(model, example)
         client = _AliasMoveFails() if fail_alias_move else None
-        version = register_if_passed(verdict, logged.model_uri, config.model_name, client=client, tags=tags)
+        version = register_if_passed(verdict, logged.model_uri, config.model_name, client=client, tags=tags,
+                                     alias=config.release_alias)
     return str(version.version)
 
 
@@ -733,9 +737,12 @@ def level1_pipeline(config: str, as_of: str | None = None, trigger: str = "on de
         except BaseException as error:
             _log_record(record | {"decision": f"failed: {type(error).__name__}", "reason": str(error)}, "FAILED")
             raise
-        record["champion_after"] = version or record["champion_before"]
-        record["decision"] = (f"promoted: version {version} is the champion" if version else
-                              f"kept the champion ({record['champion_before'] or 'none'}): the model gate refused")
+        released = version and cfg.release_alias == "champion"
+        record["champion_after"] = version if released else record["champion_before"]
+        record["released"] = version
+        record["decision"] = (f"kept the champion ({record['champion_before'] or 'none'}): the model gate refused"
+                              if not version else f"promoted: version {version} is the champion" if released else
+                              f"released: version {version} is the {cfg.release_alias}, for the canary")
         _log_record(record, status="FINISHED")
     return record
 
@@ -756,7 +763,8 @@ def runs_table(experiment: str) -> pd.DataFrame:
     runs = mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time ASC"])
     columns = {"tags.as_of": "as_of", "tags.trigger": "trigger", "status": "status", "tags.data_md5": "data_md5",
                "tags.git_commit": "git_commit", "tags.data_gate": "data_gate", "tags.model_gate": "model_gate",
-               "tags.decision": "decision", "tags.champion_after": "champion", "tags.train_months": "train_months",
+               "tags.decision": "decision", "tags.champion_after": "champion", "tags.released": "released",
+               "tags.train_months": "train_months",
                "tags.test_month": "holdout_month", "tags.latest_label_known": "latest_label_known",
                "metrics.gate_auc_gain": "auc_gain", "metrics.gate_lower_bound": "lower_bound",
                "tags.prefect_flow_run": "prefect_flow_run", "run_id": "mlflow_run"}

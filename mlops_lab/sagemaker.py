@@ -27,6 +27,16 @@ required members, types, enum values and maxima (botocore's own validator skips 
 ``Arguments`` are checked with a placeholder string in their place, and every expression must point at a step
 or a parameter that exists. The account, bucket and role are examples (``123456789012``); image URIs are the
 ones ``sagemaker.image_uris.retrieve`` gives in us-east-1.
+
+Chapter 13's whole loop: :func:`loop_requests` lists, one row per request and in the loop's order, what each
+step of the book becomes on SageMaker (pipeline definition, registry approval, endpoint guardrails, shadow
+test, Model Monitor schedule, the EventBridge drift -> retrain rule of :func:`drift_retrain_rule`, the Projects
+template) with the chapter, what the book runs there, and the problems botocore's model finds (none).
+:func:`monthly_cost` estimates what that loop costs a month in us-east-1 for the credit model: one row per line
+item (quantity, unit price from :data:`PRICES`, the assumption, the price's source, the assumptions it
+depends on) and a total; :data:`COST_ASSUMPTIONS` holds the defaults a caller overrides by key. Note: AWS's
+Model Monitor pages carry a note (read 2026-11) that Model Monitor is no longer open to new customers; existing
+customers keep using it. The monitoring requests here are the ones such a customer sends.
 """
 from __future__ import annotations
 
@@ -153,7 +163,6 @@ def level1_pipeline_request() -> dict:
 
 def trigger_rules() -> list[dict]:
     """EventBridge ``PutRule`` + ``PutTargets`` pairs: each trigger of chapter 07 starts the pipeline."""
-    pipeline_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/{PIPELINE}"
     patterns = {
         "schedule": {"ScheduleExpression": "cron(0 6 1 * ? *)"},   # 06:00 UTC on the 1st of every month
         "new-data": {"EventPattern": json.dumps({
@@ -168,11 +177,16 @@ def trigger_rules() -> list[dict]:
         name = f"{PIPELINE}-{trigger}"
         rules.append({"trigger": trigger,
                       "PutRule": {"Name": name, "State": "ENABLED", "RoleArn": ROLE, **pattern},
-                      "PutTargets": {"Rule": name, "Targets": [{
-                          "Id": "pipeline", "Arn": pipeline_arn, "RoleArn": ROLE,
-                          "SageMakerPipelineParameters": {"PipelineParameterList": [
-                              {"Name": "ModelApprovalStatus", "Value": "PendingManualApproval"}]}}]}})
+                      "PutTargets": _pipeline_targets(name)})
     return rules
+
+
+def _pipeline_targets(rule: str) -> dict:
+    """``PutTargets``: the rule starts the Level 1 pipeline; a new version waits for a person's approval."""
+    return {"Rule": rule, "Targets": [{
+        "Id": "pipeline", "Arn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/{PIPELINE}", "RoleArn": ROLE,
+        "SageMakerPipelineParameters": {"PipelineParameterList": [
+            {"Name": "ModelApprovalStatus", "Value": "PendingManualApproval"}]}}]}
 
 
 @lru_cache(maxsize=None)
@@ -211,11 +225,17 @@ def request_problems(service: str, operation: str, params: dict) -> list[str]:
     return [p.strip() for p in problems] + _enum_problems(shape, params, operation)
 
 
+def all_problems(service: str, operation: str, params: dict) -> list[str]:
+    """:func:`request_problems`, and for SageMaker's ``CreatePipeline`` those of the definition it carries."""
+    problems = request_problems(service, operation, params)
+    if (service, operation) == ("sagemaker", "CreatePipeline") and "PipelineDefinition" in params:
+        problems += definition_problems(json.loads(params["PipelineDefinition"]))
+    return problems
+
+
 def validate_request(service: str, operation: str, params: dict) -> None:
     """Raise :class:`InvalidRequest` listing every problem, or return None for a well-formed request."""
-    problems = request_problems(service, operation, params)
-    if operation == "CreatePipeline" and "PipelineDefinition" in params:
-        problems += definition_problems(json.loads(params["PipelineDefinition"]))
+    problems = all_problems(service, operation, params)
     if problems:
         raise InvalidRequest(f"{service}.{operation}: " + "; ".join(problems))
 
@@ -535,3 +555,200 @@ def endpoint_requests(plan, alarm_names: list[str]) -> dict[str, dict]:
             "sagemaker.UpdateEndpoint (rolling)": rolling_update_request(0.25, 300, alarm_names),
             "sagemaker.CreateInferenceExperiment": shadow_test_request("credit-v1", "credit-v2", 100),
             "sagemaker.CreateMonitoringSchedule": monitoring_schedule_request()}
+
+
+# --- chapter 13: the whole loop on SageMaker ------------------------------------------------------------------
+# Model Monitor runs each hourly execution as a processing job, and SageMaker sends EventBridge a "SageMaker
+# Processing Job State Change" event for each job (source aws.sagemaker). The pattern assumes the event's detail
+# is DescribeProcessingJob's answer, as it is for the training and transform job events the guide shows:
+# ProcessingJobStatus, MonitoringScheduleArn (only a monitoring execution has one) and ExitMessage, in which the
+# monitor container reports the outcome ("CompletedWithViolations: Job completed successfully with N
+# violations."; ListMonitoringExecutions calls that status CompletedWithViolations). The job itself ends
+# "Completed" either way, hence the prefix filter on ExitMessage. The guide gives no example of this event for a
+# monitoring job, so check one in the account (EventBridge's sandbox, or TestEventPattern) before relying on it.
+# Sources (read 2026-11): https://docs.aws.amazon.com/sagemaker/latest/dg/automating-sagemaker-with-eventbridge.html
+# (the events SageMaker sends, processing job state change among them),
+# https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-sagemaker.html (SageMaker's service events) and
+# https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-interpreting-results.html (an execution's
+# terminal states).
+def drift_retrain_rule() -> dict:
+    """``PutRule`` + ``PutTargets``: a data-quality execution of the endpoint's schedule that reports violations
+    starts the Level 1 pipeline (chapter 12's drift -> retrain edge; the book's is an Alertmanager webhook)."""
+    schedule = monitoring_schedule_request()["MonitoringScheduleName"]
+    pattern = {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Processing Job State Change"],
+               "detail": {"MonitoringScheduleArn": [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:monitoring-schedule/{schedule}"],
+                          "ProcessingJobStatus": ["Completed"],
+                          "ExitMessage": [{"prefix": "CompletedWithViolations"}]}}
+    name = f"{PIPELINE}-drift"
+    return {"PutRule": {"Name": name, "State": "ENABLED", "RoleArn": ROLE, "EventPattern": json.dumps(pattern),
+                        "Description": "Retrain when Model Monitor reports data-quality violations"},
+            "PutTargets": _pipeline_targets(name)}
+
+
+def loop_requests(plan, alarm_names: list[str]) -> pd.DataFrame:
+    """The book's loop as SageMaker requests: one row per request, in the loop's order, each with the step of
+    the book it maps, the chapter, what the book runs there, and the problems :func:`all_problems` finds
+    (an empty list: botocore's model of the service accepts it). ``plan`` is the rollout of chapter 10."""
+    drift = drift_retrain_rule()
+    rows = [
+        ("pipeline definition", "07", "Prefect flow level1_pipeline: DVC stages, gate, register",
+         "sagemaker.CreatePipeline", level1_pipeline_request()),
+        ("model registry approval", "08", "manual approval job moves MLflow alias champion",
+         "sagemaker.UpdateModelPackage", project_requests()["sagemaker.UpdateModelPackage"]),
+        ("endpoint deployment guardrails", "10", "router: blue and green variants behind one URL",
+         "sagemaker.CreateEndpointConfig", endpoint_config_request("credit-v1", "credit-v2", 0.0, 20)),
+        ("endpoint deployment guardrails", "10", f"router {plan.strategy} rollout, rolled back on alarms",
+         "sagemaker.UpdateEndpoint", update_endpoint_request(plan, alarm_names)),
+        ("shadow test", "10", "router shadow mode: a copy of each request to green, answer never returned",
+         "sagemaker.CreateInferenceExperiment", shadow_test_request("credit-v1", "credit-v2", 100)),
+        ("model monitor schedule", "11", "Prometheus scrapes the router; PSI of its scores against the reference",
+         "sagemaker.CreateMonitoringSchedule", monitoring_schedule_request()),
+        ("EventBridge rule (drift -> retrain)", "12", "Prometheus rule + Alertmanager webhook -> Prefect event",
+         "events.PutRule", drift["PutRule"]),
+        ("EventBridge rule (drift -> retrain)", "12", "Prefect automation runs level1_pipeline",
+         "events.PutTargets", drift["PutTargets"]),
+        ("Projects template", "08", "template project credit_ci: GitHub Actions / GitLab CI running make ci",
+         "sagemaker.CreateProject", project_requests()["sagemaker.CreateProject"]),
+    ]
+    records = []
+    for step, chapter, book, key, request in rows:
+        service, operation = key.split(".")
+        records.append({"step": step, "book_chapter": chapter, "what_the_book_runs": book, "service": service,
+                        "operation": operation, "request": request,
+                        "problems": all_problems(service, operation, request)})
+    return pd.DataFrame(records)
+
+
+# --- chapter 13: what the loop costs a month in us-east-1 -----------------------------------------------------
+_NOT_FETCHED = "AWS price list, {}, checked 2026-11 (not fetched)"
+SAGEMAKER_PRICING = _NOT_FETCHED.format("https://aws.amazon.com/sagemaker/pricing/")
+S3_PRICING = _NOT_FETCHED.format("https://aws.amazon.com/s3/pricing/")
+CLOUDWATCH_PRICING = _NOT_FETCHED.format("https://aws.amazon.com/cloudwatch/pricing/")
+EVENTBRIDGE_PRICING = _NOT_FETCHED.format("https://aws.amazon.com/eventbridge/pricing/")
+# On-demand list prices in us-east-1: (USD, per what, source). The stored copies of AWS's pricing pages hold
+# none of these figures, so each is the public list price as known in 2026-11, not read from a fetched page:
+PRICES = {
+    # SageMaker AI pricing, "Real-Time Inference", ml.m5.large, per instance-hour.
+    "real-time inference ml.m5.large": (0.115, "instance-hour", SAGEMAKER_PRICING),
+    # SageMaker AI pricing, "Processing" (Model Monitor's jobs are processing jobs), per instance-hour.
+    "processing ml.m5.large": (0.115, "instance-hour", SAGEMAKER_PRICING),
+    "processing ml.m5.xlarge": (0.23, "instance-hour", SAGEMAKER_PRICING),
+    # SageMaker AI pricing, "Training", ml.m5.large, per instance-hour.
+    "training ml.m5.large": (0.115, "instance-hour", SAGEMAKER_PRICING),
+    # S3 pricing, S3 Standard, first 50 TB a month, per GB-month.
+    "s3 standard": (0.023, "GB-month", S3_PRICING),
+    # CloudWatch pricing, "Alarms", standard resolution (60 s), per alarm metric a month (a stored third-party
+    # page, https://c3x.dev/resources/aws/aws_cloudwatch_metric_alarm, gives the same $0.10).
+    "cloudwatch standard alarm": (0.10, "alarm-month", CLOUDWATCH_PRICING),
+    # EventBridge pricing: events published by AWS services to the default bus, and scheduled rules, are free.
+    "eventbridge aws service events": (0.0, "rule", EVENTBRIDGE_PRICING),
+}
+# What the estimate assumes; callers override any of them by key (monthly_cost({"endpoint_instances": 2})).
+COST_ASSUMPTIONS = {
+    "hours_per_month": 730,                # AWS's month: 365 * 24 / 12
+    "endpoint_instances": 1,               # steady state: the champion's fleet only, after a blue/green switch
+    "deployments_per_month": 1,            # one retrained model a month (chapter 07's schedule)
+    "deployment_hours": 1.0,               # the green fleet beside blue: canary bakes + TerminationWaitInSeconds
+    "requests_per_day": 164,               # the credit stream: 5,000 applications a month (simulator.CreditStream)
+    "capture_percent": 20,                 # endpoint_requests' DataCaptureConfig.InitialSamplingPercentage
+    "capture_kb_per_request": 2.0,         # one JSON line: the request's CSV, the score and the event metadata
+    "capture_retention_days": 30,          # an S3 lifecycle rule deletes older captures
+    "pipeline_runs_per_month": 1,          # the monthly schedule; a drift retrain adds one
+    "processing_minutes_per_step": 6.0,    # a small processing job, instance start-up included (billed per second)
+    "training_minutes_per_run": 10.0,
+    "monitor_minutes_per_run": 6.0,        # each hourly execution of the data-quality schedule
+    "shadow_days_per_month": 7,            # one shadow test a month, a week long
+    "artifact_storage_gb": 50,             # the DVC remote, models, evaluation reports, baselines
+    "cloudwatch_alarms": 3,                # the two rollback alarms of the rollout and the performance alarm
+}
+
+
+def _assumptions(overrides: dict | None) -> dict:
+    unknown = sorted(set(overrides or {}) - set(COST_ASSUMPTIONS))
+    if unknown:
+        raise ValueError(f"unknown cost assumption(s) {', '.join(unknown)}; valid keys: "
+                         f"{', '.join(sorted(COST_ASSUMPTIONS))}")
+    merged = {**COST_ASSUMPTIONS, **(overrides or {})}
+    bad = {key: value for key, value in merged.items()
+           if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0}   # NaN too
+    if bad:
+        raise ValueError(f"cost assumptions must be numbers >= 0: {bad}")
+    return merged
+
+
+def _pipeline_instance_minutes(a: dict) -> tuple[float, str]:
+    """Minutes of instance time of one run of the Level 1 pipeline, read from its definition, and its type."""
+    steps = _all_steps(level1_pipeline_definition()["Steps"])
+    processing = [s for s in steps if STEP_OPERATIONS.get(s["Type"]) == "CreateProcessingJob"]
+    types = {s["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceType"] for s in processing}
+    types |= {s["Arguments"]["ResourceConfig"]["InstanceType"] for s in steps if s["Type"] == "Training"}
+    # One line item at one price: right while every job runs on ml.m5.large and training costs what processing does.
+    if types != {"ml.m5.large"} or PRICES["training ml.m5.large"][0] != PRICES["processing ml.m5.large"][0]:
+        raise ValueError(f"the estimate prices the pipeline's jobs as ml.m5.large processing, the definition uses "
+                         f"{sorted(types)}")
+    minutes = len(processing) * a["processing_minutes_per_step"] + a["training_minutes_per_run"]
+    text = (f"{len(processing)} processing steps x {a['processing_minutes_per_step']:g} min + training "
+            f"{a['training_minutes_per_run']:g} min, all on ml.m5.large (training and processing cost the same)")
+    return minutes, text
+
+
+def _line_items(a: dict) -> list[tuple]:
+    """(item, quantity, price key, price divisor, assumption, keys it depends on) for each line of the bill."""
+    endpoint = endpoint_config_request("a", "b", 0.0, 20)["ProductionVariants"][0]["InstanceType"]
+    monitor = monitoring_schedule_request()["MonitoringScheduleConfig"]["MonitoringJobDefinition"][
+        "MonitoringResources"]["ClusterConfig"]["InstanceType"]
+    captured_gb = (a["requests_per_day"] * a["capture_percent"] / 100 * a["capture_kb_per_request"]
+                   * a["capture_retention_days"] / 1e6)
+    pipeline_minutes, pipeline_text = _pipeline_instance_minutes(a)
+    rules = len(trigger_rules()) + 2          # + drift_retrain_rule and the project's approval rule
+    return [
+        ("real-time endpoint", a["hours_per_month"] * a["endpoint_instances"], f"real-time inference {endpoint}", 1,
+         f"{a['endpoint_instances']:g} {endpoint} instance(s) all month, {a['hours_per_month']:g} h",
+         ("hours_per_month", "endpoint_instances")),
+        ("blue/green deployment fleet", a["deployments_per_month"] * a["deployment_hours"] * a["endpoint_instances"],
+         f"real-time inference {endpoint}", 1,
+         f"green runs beside blue {a['deployment_hours']:g} h per deployment, {a['deployments_per_month']:g} a month",
+         ("deployments_per_month", "deployment_hours", "endpoint_instances")),
+        ("data capture storage (S3)", captured_gb, "s3 standard", 1,
+         (f"{a['capture_percent']:g}% of {a['requests_per_day']:g} requests a day, "
+          f"{a['capture_kb_per_request']:g} KB each, kept {a['capture_retention_days']:g} days"),
+         ("requests_per_day", "capture_percent", "capture_kb_per_request", "capture_retention_days")),
+        ("monthly pipeline run", a["pipeline_runs_per_month"] * pipeline_minutes, "processing ml.m5.large", 60,
+         f"{a['pipeline_runs_per_month']:g} run(s): {pipeline_text}",
+         ("pipeline_runs_per_month", "processing_minutes_per_step", "training_minutes_per_run")),
+        ("Model Monitor hourly data-quality job", a["hours_per_month"] * a["monitor_minutes_per_run"],
+         f"processing {monitor}", 60,
+         f"one execution an hour, {a['monitor_minutes_per_run']:g} min each on {monitor} (the schedule's type)",
+         ("hours_per_month", "monitor_minutes_per_run")),
+        ("shadow test variant", a["shadow_days_per_month"] * 24, f"real-time inference {endpoint}", 1,
+         f"one extra {endpoint} instance for {a['shadow_days_per_month']:g} days", ("shadow_days_per_month",)),
+        ("S3 storage for DVC and artifacts", a["artifact_storage_gb"], "s3 standard", 1,
+         f"{a['artifact_storage_gb']:g} GB in S3 Standard", ("artifact_storage_gb",)),
+        ("CloudWatch alarms", a["cloudwatch_alarms"], "cloudwatch standard alarm", 1,
+         f"{a['cloudwatch_alarms']:g} standard-resolution alarms", ("cloudwatch_alarms",)),
+        ("EventBridge rules", rules, "eventbridge aws service events", 1,
+         (f"free: AWS service events on the default bus and scheduled rules cost nothing ({rules} rules: "
+          "3 pipeline triggers, drift -> retrain, approval -> deploy)"), ()),
+    ]
+
+
+def monthly_cost(assumptions: dict | None = None) -> pd.DataFrame:
+    """The credit model's loop on SageMaker in us-east-1, per month: one row per line item, then a total.
+
+    Quantities follow :data:`COST_ASSUMPTIONS` (override any by key; an unknown key or a negative value raises
+    ValueError) and the instance types of the requests this module builds; prices come from :data:`PRICES`.
+    ``depends_on`` names the assumptions each item moves with. The total's source lists every item's.
+    """
+    a = _assumptions(assumptions)
+    rows = []
+    for item, quantity, price_key, per, text, depends_on in _line_items(a):
+        price, unit, source = PRICES[price_key]
+        unit = unit.replace("hour", "minute") if per == 60 else unit
+        rows.append({"item": item, "quantity": float(quantity), "unit": unit, "unit_price_usd": price / per,
+                     "usd_per_month": quantity * price / per, "assumption": text, "source": source,
+                     "depends_on": depends_on})
+    table = pd.DataFrame(rows)
+    total = {"item": "total", "quantity": None, "unit": "", "unit_price_usd": None,
+             "usd_per_month": table["usd_per_month"].sum(), "assumption": "the sum of the items above",
+             "source": "; ".join(dict.fromkeys(table["source"])), "depends_on": tuple(sorted(COST_ASSUMPTIONS))}
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)

@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, temporary_tracking, under_ci
 from mlops_lab import cicd, dvc_project
 from mlops_lab.contract import faulty_export
-from mlops_lab.simulator import CreditStream, month_end, month_label, newest_complete_month
+from mlops_lab.simulator import EARLY_LABEL, CreditStream, month_end, month_label, newest_complete_month
 
 AS_OF = "2024-04-01"
 MODEL = "credit"
@@ -139,6 +139,15 @@ def test_months_read_are_the_window_and_the_two_newest_whole_months():
     assert [month_label(m) for m in months[5:]] == [str(newest - 1), str(newest)]
     assert month_end(months[-1]) < pd.Timestamp(AS_OF) <= month_end(months[-1] + 1)
     assert cicd.months_read(AS_OF, window_months=1)[:3] == window[2:]
+
+
+def test_months_read_follow_the_label_a_change_learns():
+    """A branch that learns the early label reads newer months: its test month is the newest whose every
+    early label is known (chapter 13's pull request adds those exports with the change)."""
+    test = newest_complete_month(AS_OF, EARLY_LABEL)
+    months = cicd.months_read(AS_OF, label=EARLY_LABEL)
+    assert months[:5] == [test - k for k in range(4, -1, -1)] and test > newest_complete_month(AS_OF)
+    assert months[5:] == cicd.months_read(AS_OF)[5:], "the newest whole months do not depend on the label"
 
 
 # --- the workflow files --------------------------------------------------------------------------------

@@ -260,6 +260,19 @@ def test_register_if_passed_registers_and_moves_champion_only_when_passed(store,
     assert {k: str(v) for k, v in store.get_registered_model(NAME).aliases.items()} == {"champion": "1"}
 
 
+def test_a_level2_release_moves_challenger_and_leaves_champion_to_the_canary(store, world):
+    """Level 2 order: the pipeline's gate releases a candidate as ``challenger``; ``champion`` moves only after
+    the canary (chapter 13), so registering with alias="challenger" must not touch ``champion``."""
+    name = NAME + "-level2"
+    first = judge(world["good"], None, world["holdout"], as_of=AS_OF, slices=False)
+    champion = register_if_passed(first, logged(world["good"], world), name, client=store)
+    second = register_if_passed(first, logged(world["good"], world), name, client=store, alias="challenger")
+    aliases = {k: str(v) for k, v in store.get_registered_model(name).aliases.items()}
+    assert aliases == {"champion": str(champion.version), "challenger": str(second.version)}
+    with pytest.raises(ValueError, match="champion or challenger"):
+        register_if_passed(first, logged(world["good"], world), name, client=store, alias="prod")
+
+
 def test_a_failed_alias_move_leaves_no_version_behind(store, world, monkeypatch):
     passed = judge(world["good"], None, world["holdout"], as_of=AS_OF, slices=False)
 

@@ -278,3 +278,23 @@ def test_training_months_check_never_raises_when_not_attempted(strict, capsys):
     ch01.check_training_months(stub)
     ch01.check_training_months(...)
     assert capsys.readouterr().out.count("not attempted") == 2
+
+
+def test_the_loop_timeline_draws_one_marker_per_day_and_lane_and_refuses_an_unknown_lane():
+    import matplotlib.pyplot as plt
+
+    from mlops_lab.diagrams import LOOP_LANES, loop_timeline_figure
+
+    events = pd.DataFrame({"date": ["2025-01-06", "2025-01-06", "2025-01-20", "2025-01-20"],
+                           "lane": ["data", "data", "monitoring", "pipeline"],
+                           "what": ["export", "dvc push", "alert fired", "retrain"]})
+    fig = loop_timeline_figure(events, drift=pd.Series([8, 8], index=["2025-01-13", "2025-01-20"]))
+    top, bottom = fig.axes
+    markers = [line for line in top.get_lines() if line.get_marker() == "o"]
+    assert len(markers) == 3, "two events of one day in one lane share a marker"
+    assert [t.get_text() for t in top.get_yticklabels()] == list(reversed(LOOP_LANES))
+    assert any("export\ndvc push" == t.get_text() for t in top.texts), "stacked labels"
+    assert len(bottom.patches) == 2
+    with pytest.raises(ValueError, match="unknown lane"):
+        loop_timeline_figure(events.assign(lane="deploy"))
+    plt.close("all")

@@ -240,3 +240,165 @@ def test_a_rollout_plan_writes_its_own_deployment_config():
     sm.validate_request("sagemaker", "UpdateEndpoint", {"EndpointName": "credit-risk",
                                                         "EndpointConfigName": "credit-risk-green",
                                                         "DeploymentConfig": config})
+
+
+# --- chapter 13: the whole loop on SageMaker, and what it costs a month ---------------------------------------
+LOOP_STEPS = ["pipeline definition", "model registry approval", "endpoint deployment guardrails", "shadow test",
+              "model monitor schedule", "EventBridge rule (drift -> retrain)", "Projects template"]
+
+
+def loop_table():
+    return sm.loop_requests(PLANS[1], ALARMS)
+
+
+def test_the_loop_has_one_step_per_stage_of_the_book_in_order():
+    table = loop_table()
+    assert list(table.columns) == ["step", "book_chapter", "what_the_book_runs", "service", "operation", "request",
+                                   "problems"]
+    assert list(dict.fromkeys(table["step"])) == LOOP_STEPS
+    assert all(re.fullmatch(r"\d\d", chapter) for chapter in table["book_chapter"])
+    assert all(isinstance(cell, str) and cell.strip() for cell in table["what_the_book_runs"])
+
+
+def test_every_request_of_the_loop_is_well_formed():
+    table = loop_table()
+    assert [p for p in table["problems"] if p] == []
+    for service, operation, request in zip(table["service"], table["operation"], table["request"]):
+        sm.validate_request(service, operation, request)
+
+
+def test_a_loop_request_missing_a_required_member_is_caught_with_the_member_named():
+    from botocore.session import get_session
+
+    for service, operation, request in zip(*(loop_table()[c] for c in ("service", "operation", "request"))):
+        required = get_session().get_service_model(service).operation_model(operation).input_shape.required_members
+        assert required, f"{service}.{operation} has no required member to remove"
+        for member in required:
+            broken = {key: value for key, value in request.items() if key != member}
+            with pytest.raises(sm.InvalidRequest, match=re.escape(f'Missing required parameter in input: "{member}"')):
+                sm.validate_request(service, operation, broken)
+
+
+def test_the_loop_reuses_the_chapters_builders():
+    table = loop_table().set_index("operation")
+    assert table.loc["CreatePipeline", "request"] == sm.level1_pipeline_request()
+    assert table.loc["UpdateEndpoint", "request"] == sm.update_endpoint_request(PLANS[1], ALARMS)
+    assert table.loc["CreateMonitoringSchedule", "request"] == sm.monitoring_schedule_request()
+    assert table.loc["CreateProject", "request"] == sm.project_requests()["sagemaker.CreateProject"]
+
+
+def matches_with_prefix(pattern: dict, event: dict) -> bool:
+    """EventBridge matching for exact values and ``{"prefix": ...}`` filters (what the drift rule uses)."""
+    for key, wanted in pattern.items():
+        if key not in event:
+            return False
+        if isinstance(wanted, dict):
+            if not (isinstance(event[key], dict) and matches_with_prefix(wanted, event[key])):
+                return False
+        elif not any(event[key] == w if not isinstance(w, dict) else
+                     isinstance(event[key], str) and event[key].startswith(w["prefix"]) for w in wanted):
+            return False
+    return True
+
+
+def monitoring_job_event(exit_message: str, status: str = "Completed",
+                         schedule: str = "credit-risk-data-quality") -> dict:
+    """A "SageMaker Processing Job State Change" event of a monitoring execution (fields abridged)."""
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:processing-job/model-monitoring-202404021000-5c1f1b6d"
+    return {"version": "0", "id": "0d1f3b9e-6a55-4f4b-8d2a-3c1e9b7f2a10",
+            "detail-type": "SageMaker Processing Job State Change", "source": "aws.sagemaker",
+            "account": "123456789012", "time": "2024-04-02T10:21:40Z", "region": "us-east-1", "resources": [arn],
+            "detail": {"ProcessingJobArn": arn, "ProcessingJobStatus": status, "ExitMessage": exit_message,
+                       "MonitoringScheduleArn":
+                           f"arn:aws:sagemaker:us-east-1:123456789012:monitoring-schedule/{schedule}"}}
+
+
+def test_the_drift_rule_starts_the_pipeline_on_a_monitoring_run_with_violations_only():
+    rule = sm.drift_retrain_rule()
+    pattern = json.loads(rule["PutRule"]["EventPattern"])
+    violations = "CompletedWithViolations: Job completed successfully with 3 violations."
+    assert matches_with_prefix(pattern, monitoring_job_event(violations))
+    assert not matches_with_prefix(pattern, monitoring_job_event("Completed: Job completed successfully with no violations."))
+    assert not matches_with_prefix(pattern, monitoring_job_event(violations, schedule="fraud-data-quality"))
+    assert not matches_with_prefix(pattern, monitoring_job_event("Error: the analyzer failed", status="Failed"))
+    target = rule["PutTargets"]["Targets"][0]
+    assert rule["PutTargets"]["Rule"] == rule["PutRule"]["Name"]
+    assert target["Arn"] == f"arn:aws:sagemaker:us-east-1:123456789012:pipeline/{sm.PIPELINE}"
+    assert "SageMakerPipelineParameters" in target
+    sm.validate_request("events", "TestEventPattern", {"EventPattern": rule["PutRule"]["EventPattern"],
+                                                       "Event": json.dumps(monitoring_job_event(violations))})
+
+
+def test_the_drift_rule_watches_the_schedule_the_loop_creates():
+    pattern = json.loads(sm.drift_retrain_rule()["PutRule"]["EventPattern"])
+    schedule = sm.monitoring_schedule_request()["MonitoringScheduleName"]
+    assert pattern["detail"]["MonitoringScheduleArn"] == [
+        f"arn:aws:sagemaker:us-east-1:123456789012:monitoring-schedule/{schedule}"]
+
+
+COST_COLUMNS = ["item", "quantity", "unit", "unit_price_usd", "usd_per_month", "assumption", "source", "depends_on"]
+
+
+def test_the_monthly_cost_lists_every_line_item_with_a_total():
+    table = sm.monthly_cost()
+    assert list(table.columns) == COST_COLUMNS
+    assert list(table["item"]) == ["real-time endpoint", "blue/green deployment fleet", "data capture storage (S3)",
+                                   "monthly pipeline run", "Model Monitor hourly data-quality job",
+                                   "shadow test variant", "S3 storage for DVC and artifacts", "CloudWatch alarms",
+                                   "EventBridge rules", "total"]
+    items, total = table.iloc[:-1], table.iloc[-1]
+    assert total["usd_per_month"] == pytest.approx(items["usd_per_month"].sum(), abs=1e-9)
+    assert items["usd_per_month"].to_numpy() == pytest.approx((items["quantity"] * items["unit_price_usd"]).to_numpy())
+
+
+def test_every_cost_row_names_its_source_and_no_quantity_is_negative():
+    table = sm.monthly_cost()
+    assert all(re.search(r"https://aws\.amazon\.com/\S+", source) for source in table["source"])
+    items = table.iloc[:-1]
+    assert (items["quantity"] >= 0).all() and (items["unit_price_usd"] >= 0).all()
+    assert all(isinstance(text, str) and text.strip() for text in items["assumption"])
+    eventbridge = items.set_index("item").loc["EventBridge rules"]
+    assert eventbridge["usd_per_month"] == 0 and "free" in eventbridge["assumption"]
+
+
+def test_the_unit_prices_come_from_one_dict_and_the_requests_instance_types():
+    table = sm.monthly_cost().set_index("item")
+    endpoint_type = sm.endpoint_config_request("a", "b", 0.0, 20)["ProductionVariants"][0]["InstanceType"]
+    monitor_type = sm.monitoring_schedule_request()["MonitoringScheduleConfig"]["MonitoringJobDefinition"][
+        "MonitoringResources"]["ClusterConfig"]["InstanceType"]
+    assert table.loc["real-time endpoint", "unit_price_usd"] == sm.PRICES[f"real-time inference {endpoint_type}"][0]
+    assert table.loc["Model Monitor hourly data-quality job", "unit_price_usd"] == \
+        sm.PRICES[f"processing {monitor_type}"][0] / 60
+    assert monitor_type in table.loc["Model Monitor hourly data-quality job", "assumption"]
+
+
+def _changed(before, after) -> set:
+    items = before["item"].iloc[:-1]
+    return {item for item, a, b in zip(items, before["usd_per_month"], after["usd_per_month"]) if a != b}
+
+
+def test_two_endpoint_instances_change_exactly_the_items_that_run_on_the_endpoint_fleet():
+    steady, doubled = sm.monthly_cost(), sm.monthly_cost({"endpoint_instances": 2})
+    assert _changed(steady, doubled) == {"real-time endpoint", "blue/green deployment fleet"}
+    def endpoint(table):
+        return table.set_index("item").loc["real-time endpoint", "usd_per_month"]
+
+    assert endpoint(doubled) == pytest.approx(2 * endpoint(steady))
+    assert doubled["usd_per_month"].iloc[-1] > steady["usd_per_month"].iloc[-1]
+
+
+def test_each_assumption_changes_exactly_the_items_that_say_they_depend_on_it():
+    steady = sm.monthly_cost()
+    for key, value in sm.COST_ASSUMPTIONS.items():
+        changed = _changed(steady, sm.monthly_cost({key: value * 2 if value else 1}))
+        declared = {item for item, keys in zip(steady["item"].iloc[:-1], steady["depends_on"].iloc[:-1])
+                    if key in keys}
+        assert changed == declared and declared, f"{key} moves {changed}, the table says {declared}"
+
+
+def test_a_bad_assumption_is_refused_with_the_valid_keys_named():
+    with pytest.raises(ValueError, match="endpoint_instance.*valid keys.*endpoint_instances.*hours_per_month"):
+        sm.monthly_cost({"endpoint_instance": 2})
+    with pytest.raises(ValueError, match="shadow_days_per_month.*-1"):
+        sm.monthly_cost({"shadow_days_per_month": -1})
+    assert sm.COST_ASSUMPTIONS["endpoint_instances"] == 1          # the caller's override did not leak

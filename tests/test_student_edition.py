@@ -1,6 +1,9 @@
 """The student edition: notebooks without solutions or outputs, and HTML without solutions."""
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -62,8 +65,9 @@ def test_student_notebook(student_dir, relative):
     hidden = [cell.source for cell in solution_cells(full) if cell.cell_type == "code"]
     assert hidden, f"{relative} has no solution code cells to remove"
     assert not [source for source in hidden if source in student_code], "a solution cell survived"
-    kept = [cell.source for cell in full.cells if cell.cell_type == "code" and cell.source not in hidden]
-    assert student_code == kept, "a cell outside the solutions was lost"
+    kept = [edition.printed_checks(cell.source, str(relative)) for cell in full.cells
+            if cell.cell_type == "code" and cell.source not in hidden]
+    assert student_code == kept, "a cell outside the solutions was lost (or its timing checks not printed)"
     exercises = text.count("{exercise-start}")
     assert exercises == markdown_count(full, "{exercise-start}") and exercises >= 1, "an exercise was lost"
     checks = [source for source in student_code if "check" in source and "..." in source]
@@ -115,6 +119,44 @@ def test_bad_blocks_fail_loudly_naming_the_notebook(tmp_path, case):
         result.stderr
     assert not (tmp_path / "out" / "chapters" / "99_bad.ipynb").exists()
 
+
+
+# ---- timing checks: a measurement prints in the student edition, and stops only the instructor's run ------------
+TIMED_CELL = """x = 1
+assert x == 1, "a property: it stays an assertion"
+assert x > 2, "a measurement"  # timing-check
+for i in range(2):
+    assert (i >  # timing-check
+            5), f"loop {i}"
+assert x > 3  # timing-check
+"""
+
+
+def test_timing_checks_print_in_the_student_edition(capsys):
+    with pytest.raises(AssertionError, match="a measurement"):
+        exec(TIMED_CELL, {})
+    student = edition.printed_checks(TIMED_CELL, "t.ipynb: cell 0")
+    assert 'assert x == 1, "a property: it stays an assertion"' in student, "only marked asserts change"
+    exec(student, {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and all(line.startswith("check") for line in printed), printed
+    assert "a measurement" in printed[0] and "loop 1" in printed[2] and "x > 3" in printed[3]
+    assert edition.printed_checks("x = 1\n%time x\n", "t") == "x = 1\n%time x\n", "unmarked cells untouched"
+    nb = new_notebook(cells=[new_code_cell(TIMED_CELL), md("x > 2  # timing-check")])
+    assert edition.with_printed_checks(nb, "t.ipynb").cells[0].source == student
+
+
+@pytest.mark.parametrize("source, reason", [("x = 1  # timing-check\n", "no assert"),
+                                            ("assert (x >\n        2)  # timing-check\n", "no assert"),
+                                            ("%time x\nassert x  # timing-check\n", "not Python")])
+def test_misplaced_timing_marks_fail_loudly_naming_the_notebook(tmp_path, source, reason):
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/99_bad\n")
+    (tmp_path / "intro.md").write_text("# Intro\n")
+    nbformat.write(new_notebook(cells=[md(EXERCISE), new_code_cell(source)]), tmp_path / "chapters" / "99_bad.ipynb")
+    result = run_tool("--root", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0, "a timing mark that converts nothing was accepted"
+    assert "chapters/99_bad.ipynb: cell 1" in result.stderr and reason in result.stderr, result.stderr
 
 # ---- the Sphinx extension ---------------------------------------------------------------------------------
 PAGE = f"""# Page
@@ -204,6 +246,8 @@ def test_student_branch_holds_no_solution_and_changes_nothing_else(tmp_path):
         hidden = {cell.source for cell in solution_cells(full) if cell.cell_type == "code"}
         text = "\n".join(cell.source for cell in student.cells)
         assert "{solution-start}" not in text and not hidden & {cell.source for cell in student.cells}, path
+        expected = [cell.source for cell in edition.student_version(full, path).cells]
+        assert [cell.source for cell in student.cells] == expected, f"{path}: not the student edition (timing checks?)"
 
 
 def test_student_site_launch_buttons_open_the_student_branch(monkeypatch):
@@ -263,3 +307,40 @@ def test_student_html_holds_no_solution(built_html, student_html, relative):
     assert 'class="solution' not in (student_html / page).read_text()
     assert not (student_html / "_sources").exists(), "the student site serves no notebook sources"
     assert "/blob/student/" in (student_html / page).read_text(), "Colab opens the student branch"
+
+
+# ---- the busy core `make student` runs the student notebooks on --------------------------------------------
+BUSY_CORE = TOOLS / "busy_core.sh"
+needs_taskset = pytest.mark.skipif(shutil.which("taskset") is None, reason="no taskset (macOS): runs unpinned")
+REPORT = 'echo "$BUSY_CORE_PID"; taskset -pc $$; taskset -pc "$BUSY_CORE_PID"'
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited and been reaped (a zombie still answers signal 0)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@needs_taskset
+@pytest.mark.parametrize("status", [0, 3], ids=["passes", "fails"])
+def test_busy_core_shares_one_core_with_a_busy_process_and_stops_it(status):
+    result = subprocess.run([str(BUSY_CORE), "sh", "-c", f"{REPORT}; exit {status}"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == status, result.stderr
+    pid, own, busy = result.stdout.splitlines()
+    own_cores, busy_cores = own.rsplit(": ", 1)[1], busy.rsplit(": ", 1)[1]
+    assert own_cores == busy_cores and own_cores.isdigit(), "the command and the busy process share one core"
+    assert gone(int(pid)), "the busy process outlived the command"
+
+
+@needs_taskset
+def test_busy_core_stops_its_busy_process_when_interrupted():
+    runner = subprocess.Popen([str(BUSY_CORE), "sh", "-c", 'echo "$BUSY_CORE_PID"; exec sleep 30'],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    pid = int(runner.stdout.readline())
+    assert not gone(pid), "no busy process while the command runs"
+    os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole foreground group
+    assert runner.wait(timeout=10) != 0 and gone(pid), "the busy process outlived an interrupted run"

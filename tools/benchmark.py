@@ -33,6 +33,14 @@ from student_edition import ROOT, toc_notebooks  # noqa: E402  (the shared _toc.
 
 BUDGET_SECONDS = 90
 BUDGET_MB = 1536
+# A chapter with a budget of its own, and why (the issue that asked for it allows one, stated and measured).
+# Chapter 13 runs the whole loop: a CI pipeline of eight steps under act (about 70 s of one core), the project's
+# first `dvc repro` (about 45 s), a Prefect server and two pipeline runs; together about 195 s on one core.
+SECONDS_EXCEPTIONS = {"13_the_whole_loop": 240}
+
+
+def budget_seconds(chapter: str) -> int:
+    return SECONDS_EXCEPTIONS.get(Path(chapter).stem, BUDGET_SECONDS)
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
              "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
@@ -161,14 +169,18 @@ def verdict(row: Row) -> str:
         return "FAIL"
     if row.leftovers:
         return "LEFTOVER"
-    over = [f"{row.seconds:.0f} s > {BUDGET_SECONDS} s"] if row.seconds > BUDGET_SECONDS else []
+    limit = budget_seconds(row.chapter)
+    over = [f"{row.seconds:.0f} s > {limit} s"] if row.seconds > limit else []
     over += [f"{row.peak_mb:.0f} MB > {BUDGET_MB} MB"] if row.peak_mb > BUDGET_MB else []
     return f"OVER ({'; '.join(over)})" if over else "PASS"
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| chapter | wall s | peak MB | budget (90 s, 1536 MB) |", "|---|---:|---:|---|"]
-    lines += [f"| {r.chapter} | {r.seconds:.1f} | {r.peak_mb:.0f} | {r.verdict} |" for r in rows]
+    lines = [f"| chapter | wall s | peak MB | budget ({BUDGET_SECONDS} s unless stated, {BUDGET_MB} MB) |",
+             "|---|---:|---:|---|"]
+    lines += [f"| {r.chapter} | {r.seconds:.1f} | {r.peak_mb:.0f} | {r.verdict}"
+              f"{f' (own budget {budget_seconds(r.chapter)} s)' if budget_seconds(r.chapter) != BUDGET_SECONDS else ''} |"
+              for r in rows]
     for r in rows:
         if r.error:
             lines.append(f"\n{r.chapter}: {r.error}")

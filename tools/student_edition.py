@@ -10,12 +10,19 @@ An unclosed, nested or stray block, or an ungated ``{solution}`` directive, stop
 naming the notebook and the cell: a solution must never slip through silently. (Cell tags with nbconvert's
 TagRemovePreprocessor would silently keep any solution cell someone forgot to tag.)
 
+A measurement is not a property: an ``assert`` whose first line ends with the comment ``# timing-check``
+(a latency, a speed-up, a share of random draws that a busy core or a student's knob can push past its
+bound) stays an assertion in the instructor notebook, and becomes a printed check in the student's:
+``if not (X): print("check ...:", msg)``, so a slow shared core (Binder's one CPU) never stops a student's
+"run all". A mark on a line that starts no assert, or in a cell that is not plain Python, is an error.
+
 It also copies ``_toc.yml`` (chapters find the book root by looking for it upward from their cwd, so their
 workspaces land under ``OUT/workspace``) and ``assets/`` (figures and shipped data a chapter may read).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import shutil
 import sys
@@ -25,11 +32,16 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMING_MARK = "# timing-check"
 DIRECTIVE = re.compile(r"^\s*(?P<fence>`{3,}|:{3,})\{(?P<name>solution-start|solution-end|solution)\}")
 
 
 class SolutionBlockError(ValueError):
     """A solution block that cannot be removed safely; the message names the notebook and the cell."""
+
+
+class TimingCheckError(ValueError):
+    """A ``# timing-check`` mark that marks no assert; the message names the notebook and the cell."""
 
 
 # ---- the table of contents ---------------------------------------------------------------------------
@@ -127,6 +139,44 @@ def strip_solutions(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNo
     return nb
 
 
+# ---- timing checks: printed, not asserted, in the student edition ---------------------------------------------
+def printed_check(source: str, node: ast.Assert, indent: str) -> str:
+    """``assert X, msg`` as ``if not (X): print(...)``: a student's run reports a missed measurement, and goes on."""
+    test = ast.get_source_segment(source, node.test)
+    message = ast.get_source_segment(source, node.msg) if node.msg else repr(test)
+    return (f"{indent}if not ({test}):\n"
+            f"{indent}    print(\"check (a measurement: a busy machine can miss it):\", {message})\n")
+
+
+def printed_checks(source: str, where: str) -> str:
+    """``source`` with every assert marked ``# timing-check`` on its first line turned into a printed check."""
+    lines = source.splitlines(keepends=True)
+    marked = [number for number, line in enumerate(lines, 1) if line.rstrip().endswith(TIMING_MARK)]
+    if not marked:
+        return source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        raise TimingCheckError(f"{where}: a {TIMING_MARK} mark in a cell that is not Python ({error.msg})") from None
+    asserts = {node.lineno: node for node in ast.walk(tree) if isinstance(node, ast.Assert)}
+    for number in reversed(marked):  # bottom up, so the line numbers above stay valid
+        node = asserts.get(number)
+        if node is None:
+            raise TimingCheckError(f"{where}: line {number}: {TIMING_MARK} on a line where no assert starts")
+        indent = lines[number - 1][:len(lines[number - 1]) - len(lines[number - 1].lstrip())]
+        lines[number - 1:node.end_lineno] = [printed_check(source, node, indent)]
+    student = "".join(lines)
+    return student if source.endswith("\n") else student.rstrip("\n")
+
+
+def with_printed_checks(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """Every code cell of ``nb`` with its marked asserts printed instead (in place); ``name`` labels errors."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.source = printed_checks(cell.source, f"{name}: cell {index}")
+    return nb
+
+
 def clear_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -138,7 +188,12 @@ def clear_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def student_notebook(path: Path, name: str | None = None) -> nbformat.NotebookNode:
     """The student version of the notebook at ``path``."""
     nb = nbformat.read(path, as_version=4)
-    return clear_outputs(strip_solutions(nb, name or str(path)))
+    return student_version(nb, name or str(path))
+
+
+def student_version(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """The student version of ``nb``: its timing checks printed, its solutions and outputs removed."""
+    return clear_outputs(strip_solutions(with_printed_checks(nb, name), name))
 
 
 # ---- the command line ---------------------------------------------------------------------------------
@@ -176,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         written = write_edition(args.root.resolve(), args.out.resolve())
-    except SolutionBlockError as error:
+    except (SolutionBlockError, TimingCheckError) as error:
         print(f"student_edition: error: {error}", file=sys.stderr)
         return 1
     for path in written:

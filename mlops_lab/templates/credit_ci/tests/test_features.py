@@ -17,7 +17,11 @@ import pytest
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-AS_OF = pd.Timestamp(yaml.safe_load((PROJECT / "params.yaml").read_text())["prepare"]["as_of"])
+PREPARE = yaml.safe_load((PROJECT / "params.yaml").read_text())["prepare"]
+AS_OF, LABEL = pd.Timestamp(PREPARE["as_of"]), PREPARE["label"]
+# Months from the end of a loan's application month until its label is known, written again from the rule:
+# default within 12 months on book; an early delinquency within 3 months, reported a month later.
+LAG_MONTHS = {"default": 12, "early_delinquency": 4}[LABEL]
 
 
 def run(stage, folder):
@@ -50,9 +54,9 @@ def set_param(folder, stage, key, value):
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def newest_complete_month(as_of, lag_months=12):
+def newest_complete_month(as_of, lag_months=LAG_MONTHS):
     """The oracle, written again from the rule (not imported from the code under test): the newest month
-    whose last loan's 12-month window has closed by as_of."""
+    whose last loan's label is known by as_of."""
     month = as_of.to_period("M") - lag_months
     while month.end_time.normalize() + pd.DateOffset(months=lag_months) > as_of:
         month -= 1
@@ -82,7 +86,7 @@ def test_prepare_keeps_only_the_approved_loans(project):
 
 def test_prepare_refuses_a_label_from_the_future(project):
     def late(rows):
-        rows.loc[rows["approved"].idxmax(), "default_known"] = str((AS_OF + pd.Timedelta(days=1)).date())
+        rows.loc[rows["approved"].idxmax(), f"{LABEL}_known"] = str((AS_OF + pd.Timedelta(days=1)).date())
         return rows
     edit(project, newest_complete_month(AS_OF), late)
     assert "labels from the future" in run("prepare", project)
@@ -90,7 +94,7 @@ def test_prepare_refuses_a_label_from_the_future(project):
 
 def test_prepare_refuses_an_export_older_than_its_date(project):
     def stale(rows):
-        rows.loc[rows["approved"], "default"] = np.nan     # as the warehouse held it before the outcomes came
+        rows.loc[rows["approved"], LABEL] = np.nan         # as the warehouse held it before the outcomes came
         return rows
     edit(project, newest_complete_month(AS_OF) - 1, stale)
     assert "exported before prepare.as_of" in run("prepare", project)
