@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from student_edition import SolutionBlockError, clear_outputs, strip_solutions, toc_notebooks  # noqa: E402
+from student_edition import SolutionBlockError, student_version, toc_notebooks  # noqa: E402
 
 DEFAULT_BRANCH = "student"
 
@@ -45,7 +45,7 @@ def student_tree(repo: Path, index: Path) -> str:
             git(repo, "rm", "--cached", "--quiet", "--", path, env=env)
             continue
         committed = nbformat.reads(git(repo, "show", f"HEAD:{path}"), as_version=4)   # not the working tree's
-        student = clear_outputs(strip_solutions(committed, path))
+        student = student_version(committed, path)   # solutions and outputs removed, timing checks printed
         nbformat.validate(student)
         blob = git(repo, "hash-object", "-w", "--stdin", data=nbformat.writes(student).encode() + b"\n")
         git(repo, "update-index", "--cacheinfo", f"100644,{blob},{path}", env=env)
