@@ -34,9 +34,12 @@ from student_edition import ROOT, toc_notebooks  # noqa: E402  (the shared _toc.
 BUDGET_SECONDS = 90
 BUDGET_MB = 1536
 # A chapter with a budget of its own, and why (the issue that asked for it allows one, stated and measured).
-# Chapter 13 runs the whole loop: a CI pipeline of eight steps under act (about 70 s of one core), the project's
-# first `dvc repro` (about 45 s), a Prefect server and two pipeline runs; together about 195 s on one core.
-SECONDS_EXCEPTIONS = {"13_the_whole_loop": 240}
+# Chapter 13 runs the whole loop: a pull request's eight CI steps under act (35 s of one core), the project's
+# first `dvc repro` (15 s), a Prefect server and two pipeline runs, two model servers, the router and the
+# monitoring stack (14 s to start, Prometheus's discovery included), a canary (12 s). Measured 2026-11-30 on
+# one core: 91, 94 and 101 s here, 109 s with every child process pinned from its start (taskset); the budget
+# is the largest plus 20 %.
+SECONDS_EXCEPTIONS = {"13_the_whole_loop": 130}
 
 
 def budget_seconds(chapter: str) -> int:
