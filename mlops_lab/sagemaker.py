@@ -34,9 +34,7 @@ test, Model Monitor schedule, the EventBridge drift -> retrain rule of :func:`dr
 template) with the chapter, what the book runs there, and the problems botocore's model finds (none).
 :func:`monthly_cost` estimates what that loop costs a month in us-east-1 for the credit model: one row per line
 item (quantity, unit price from :data:`PRICES`, the assumption, the price's source, the assumptions it
-depends on) and a total; :data:`COST_ASSUMPTIONS` holds the defaults a caller overrides by key. Note: AWS's
-Model Monitor pages carry a note (read 2026-11) that Model Monitor is no longer open to new customers; existing
-customers keep using it. The monitoring requests here are the ones such a customer sends.
+depends on) and a total; :data:`COST_ASSUMPTIONS` holds the defaults a caller overrides by key.
 """
 from __future__ import annotations
 
