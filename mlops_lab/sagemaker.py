@@ -630,7 +630,6 @@ PRICES = {
     "real-time inference ml.m5.large": (0.115, "instance-hour", SAGEMAKER_PRICING),
     # SageMaker AI pricing, "Processing" (Model Monitor's jobs are processing jobs), per instance-hour.
     "processing ml.m5.large": (0.115, "instance-hour", SAGEMAKER_PRICING),
-    "processing ml.m5.xlarge": (0.23, "instance-hour", SAGEMAKER_PRICING),
     # SageMaker AI pricing, "Training", ml.m5.large, per instance-hour.
     "training ml.m5.large": (0.115, "instance-hour", SAGEMAKER_PRICING),
     # S3 pricing, S3 Standard, first 50 TB a month, per GB-month.
