@@ -264,3 +264,22 @@ def test_every_alias_move_is_recorded_and_answers_which_model_decided(store, dat
                                                             "2024-06-01", "2024-08-14", "2024-09-01")] == \
         [None, first, first, second, second, first]
     assert history[history["alias"] == "challenger"]["version"].tolist() == [first, None, second, None]
+
+
+def test_a_model_the_auth_model_hides_is_not_found_for_this_user_not_a_crash():
+    """A class server with basic auth answers PERMISSION_DENIED for another student's (or no) model."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    class ClassServerClient:
+        def get_registered_model(self, name):
+            raise MlflowException("Permission denied", error_code=PERMISSION_DENIED)
+
+        def search_registered_models(self):
+            return []
+
+        def get_model_version(self, name, version):
+            raise AssertionError("never reached")
+
+    with pytest.raises(AliasNotFound, match=r"no registered model 'theirs' that you can read.*readable here: none"):
+        registry.get_version("theirs", "champion", ClassServerClient())
