@@ -39,10 +39,20 @@ RUNS, STEPS, ARTIFACT_KB, PUSHES, DATA_KB = 4, 20, 64, 2, 256
 class LoadResult:
     journals: dict[str, list[dict]]
     seconds: float
-    restart_seconds: float | None
+    restart_window: tuple[float, float] | None  # wall-clock start and end of the server's restart
+
     peak_server_mb: float
     exit_codes: dict[str, int]
     latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def restart_seconds(self) -> float | None:
+        return None if self.restart_window is None else self.restart_window[1] - self.restart_window[0]
+
+    def acknowledged(self, op: str, before: float = float("inf"), after: float = 0.0) -> int:
+        """How many ``op`` operations were acknowledged between ``after`` and ``before`` (wall clock)."""
+        return sum(1 for entries in self.journals.values() for e in entries
+                   if e["op"] == op and after < e["t"] < before)
 
     @property
     def runs_per_second(self) -> float:
@@ -62,7 +72,7 @@ def student(name: str, workdir: Path, go_file: Path) -> None:
     journal = (workdir / "journal.jsonl").open("a", buffering=1)
 
     def ack(op: str, **fields) -> None:
-        journal.write(json.dumps({"op": op, **fields}) + "\n")
+        journal.write(json.dumps({"op": op, "t": time.time(), **fields}) + "\n")
 
     client = MlflowClient()
     rng = np.random.default_rng(int(hashlib.md5(name.encode()).hexdigest()[:8], 16))
@@ -126,14 +136,14 @@ def run_class_load(settings, students: list[str], workdir: Path, *, restart_afte
     time.sleep(0.5)
     started = time.monotonic()
     go_file.touch()
-    restart_seconds = None
+    restart_window = None
     deadline = started + timeout
     while any(p.poll() is None for p in processes.values()) and time.monotonic() < deadline:
-        if restart_after is not None and restart_seconds is None and \
+        if restart_after is not None and restart_window is None and \
                 _finished_runs(journals) >= restart_after * RUNS * len(students):
-            restarted = time.monotonic()
+            restarted = time.time()
             class_server.restart_mlflow(settings)
-            restart_seconds = time.monotonic() - restarted
+            restart_window = (restarted, time.time())
         time.sleep(0.2)
     seconds = time.monotonic() - started
     for process in processes.values():
@@ -142,7 +152,7 @@ def run_class_load(settings, students: list[str], workdir: Path, *, restart_afte
     sampler.stop()
     entries = {name: _read_journal(path) for name, path in journals.items()}
     latencies = [e["ms"] for journal in entries.values() for e in journal if e["op"] == "metric"]
-    return LoadResult(entries, seconds, restart_seconds, sampler.peak_mb,
+    return LoadResult(entries, seconds, restart_window, sampler.peak_mb,
                       {name: p.wait() for name, p in processes.items()}, latencies)
 
 

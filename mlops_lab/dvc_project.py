@@ -33,8 +33,10 @@ md5 (``lock["stages"]["train"]["deps"]``, path ``requirements.txt``), and changi
 
 API:
 
-- ``init_repo(path) -> Path``: ``git init`` + ``dvc init``, analytics off in the repo config, a local DVC
-  remote ``storage`` at ``<path>/../dvc-remote/<name>`` (:func:`remote_path`), a first commit.
+- ``init_repo(path) -> Path``: ``git init`` + ``dvc init``, analytics off in the repo config, a DVC
+  remote ``storage`` at :func:`remote_url` (a folder ``<path>/../dvc-remote/<name>``, :func:`remote_path`;
+  with ``MLOPS_LAB_DVC_REMOTE`` set, ``<MLOPS_LAB_DVC_REMOTE>/<chapter>/<repo>``), a first commit. :func:`remote_fs` opens
+  the remote, wherever it is, for a chapter to look inside.
 - ``write_months(repo, stream, months, *, as_of) -> list[Path]``: write each month's snapshot on ``as_of``
   to ``data/raw/<YYYY-MM>.csv`` (no git, no DVC). ``add_months(repo, stream, months, *, as_of)`` also runs
   ``dvc add data/raw`` (one tracked folder: one ``data/raw.dvc`` whose every version is a data version) and
@@ -91,7 +93,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .chapter import book_root
+from .chapter import book_root, class_dvc_remote, current_chapter, remote_filesystem
 from .shell import sh
 from .simulator import (EARLIEST_MONTH, KNOWN, TARGET, CreditStream, month_label, month_start,
                         newest_complete_month, snapshot)
@@ -390,6 +392,28 @@ def remote_path(repo: str | Path) -> Path:
     return repo.parent / "dvc-remote" / repo.name
 
 
+def remote_url(repo: str | Path) -> str:
+    """The DVC remote of ``repo``: :func:`remote_path` (a local folder), or on a class remote
+    ``<MLOPS_LAB_DVC_REMOTE>/<chapter>/<repo>``, so no two chapters, and no two repos of one chapter, share
+    a folder. ``<repo>`` is the repo's folder name (its path inside the chapter's workspace if it is deeper).
+    The chapter is the one :func:`~mlops_lab.chapter.start_chapter` started last (outside a chapter, as in
+    the tests: the repo's parent folder's name).
+    """
+    base = class_dvc_remote()
+    if base is None:
+        return str(remote_path(repo))
+    repo, chapter = Path(repo).resolve(), current_chapter()
+    if chapter is not None and repo.is_relative_to(chapter.workspace.resolve()):
+        return f"{base}/{chapter.name}/{repo.relative_to(chapter.workspace.resolve()).as_posix()}"
+    return f"{base}/{repo.parent.name}/{repo.name}"
+
+
+def remote_fs(repo: str | Path):
+    """``(fs, root)``: DVC's filesystem of ``repo``'s remote and the remote's path in it (``fs.find``,
+    ``fs.exists``, ``fs.cat_file`` work the same on a local folder and over SSH)."""
+    return remote_filesystem(remote_url(repo))
+
+
 def commit(repo: str | Path, message: str) -> bool:
     """Stage everything in the repo (DVC has git-ignored what it tracks) and commit; False if nothing changed."""
     _run("git add -A", repo)
@@ -400,20 +424,21 @@ def commit(repo: str | Path, message: str) -> bool:
 
 
 def init_repo(path: str | Path) -> Path:
-    """git init + dvc init in ``path`` (created), analytics off, a local remote beside it, first commit.
+    """git init + dvc init in ``path`` (created), analytics off, its remote (:func:`remote_url`), first commit.
 
     The DVC config is written in one go (what ``dvc remote add -d`` and ``dvc config`` would write):
     two fewer dvc processes to start.
     """
     repo = Path(path).resolve()
     repo.mkdir(parents=True, exist_ok=True)
-    remote_path(repo).mkdir(parents=True, exist_ok=True)
+    if class_dvc_remote() is None:
+        remote_path(repo).mkdir(parents=True, exist_ok=True)
     _run("git init -q -b main", repo)
     _run("dvc init -q", repo)
     (repo / ".dvc" / "config").write_text(
         "[core]\n    remote = storage\n    analytics = false\n"
-        f"['remote \"storage\"']\n    url = {remote_path(repo)}\n")
-    commit(repo, "Initialize DVC with a local remote")
+        f"['remote \"storage\"']\n    url = {remote_url(repo)}\n")
+    commit(repo, "Initialize DVC with a remote")
     return repo
 
 

@@ -49,6 +49,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -90,10 +91,18 @@ class Tracking:
     model: str
 
 
+def class_suffix() -> str:
+    """``-<user>-<date>-<time>``: a student's names on a shared tracking server. The user is the MLflow
+    account (``MLFLOW_TRACKING_USERNAME``: thirty students may share one JupyterHub Unix user), else the OS
+    user; characters outside letters, digits, ``_.-`` become ``_`` (an e-mail's ``@``)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    return f"-{re.sub(r'[^A-Za-z0-9_.-]', '_', user)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def start_tracking(chapter, experiment: str, model: str) -> Tracking:
     """Activate ``experiment`` for ``chapter`` (a :class:`mlops_lab.chapter.Chapter`); return the names to use."""
     if chapter.uses_class_server:
-        suffix = f"-{getpass.getuser()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        suffix = class_suffix()
         experiment, model = experiment + suffix, model + suffix
     # Importing mlflow sets its logger back to INFO (timestamped "Creating initial MLflow database tables"
     # lines in the book); start_chapter ran before that import, so quiet it again here.
@@ -200,11 +209,13 @@ def get_version(name: str, alias: str, client: MlflowClient | None = None) -> Mo
     try:
         model = client.get_registered_model(name)
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+        # A class server with basic auth answers PERMISSION_DENIED for a model that does not exist *or* is
+        # another student's: it does not say which. Either way there is no version here this user may serve.
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED"):
             raise
         known = sorted(m.name for m in client.search_registered_models())
-        raise AliasNotFound(f"there is no registered model {name!r} on this tracking server "
-                            f"(registered models: {known or 'none'}). Register one first, e.g. "
+        raise AliasNotFound(f"there is no registered model {name!r} that you can read on this tracking server "
+                            f"(readable here: {known or 'none'}). Register one first, e.g. "
                             f"log_credit_model(..., registered_model_name={name!r}).") from None
     if alias not in model.aliases:
         have = ", ".join(f"{a!r} -> version {v}" for a, v in sorted(model.aliases.items())) or "no aliases"

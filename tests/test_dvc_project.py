@@ -35,6 +35,15 @@ def set_params(repo, section, **values):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def folder_remote():
+    """These tests are about the folder remote beside the repo: a class remote in the environment (issue 15,
+    tests/test_class_remote.py) would send the pushes elsewhere."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLOPS_LAB_DVC_REMOTE", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     return dp.build_credit_project(tmp_path_factory.mktemp("build") / "credit", STREAM, as_of=AS_OF)
