@@ -214,6 +214,7 @@ class Prometheus(_Process):
         self.scrape_interval, self.evaluation_interval = scrape_interval, evaluation_interval
         self.rule_files = [str(Path(path).resolve()) for path in rule_files]
         self.alertmanager_url = alertmanager_url
+        self._discovering = False   # started without waiting for the first discovery (start(wait=False))
         self.jobs: dict[str, dict] = {}   # job -> {"honor_labels": bool, "targets": {url: labels}}
         self.config_path = self.folder / "prometheus.yml"
         self.server = BackgroundServer(
@@ -275,6 +276,7 @@ class Prometheus(_Process):
     def _change(self, change: Callable[[], None]) -> None:
         """Apply ``change`` to the configuration and, when running, reload. A reload Prometheus refuses
         (a bad rule file) raises with its message and leaves the previous configuration in place."""
+        self.wait_until_configured()   # a reload before the first discovery would be measured against it
         before = copy.deepcopy((self.jobs, self.rule_files))
         change()
         self._write_config()
@@ -318,16 +320,31 @@ class Prometheus(_Process):
         return {(target["labels"]["job"], target["labels"]["instance"]) for target in active}
 
     # --- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> Prometheus:
+    def start(self, *, wait: bool = True) -> Prometheus:
+        """Start the server; with ``wait``, return once it has discovered its targets and Alertmanager.
+
+        Discovery takes up to 5 s whatever the configuration: Prometheus hands discovered targets on at most
+        every 5 s (its discovery manager's fixed update interval), the first time 5 s after it starts. With
+        ``wait=False`` that time is the caller's to use (start a model server meanwhile); the methods that
+        need the targets (:meth:`wait_for_scrape`, :meth:`wait_for_rules`, a configuration change) wait for
+        it first, and so does :meth:`wait_until_configured`.
+        """
         if self.running:
             return self
         self._refuse_if_folder_in_use()
         check_rules(self.rule_files)
         self._write_config()
         self.server.start()
-        if self.jobs or self.alertmanager_url:
-            _wait(self._config_in_effect, 15, "Prometheus did not load its targets and Alertmanager")
+        self._discovering = bool(self.jobs or self.alertmanager_url)
+        if wait:
+            self.wait_until_configured()
         return self
+
+    def wait_until_configured(self, timeout: float = 15) -> None:
+        """Return once the running server reports the configured targets, rule files and Alertmanager."""
+        if self._discovering:
+            _wait(self._config_in_effect, timeout, "Prometheus did not load its targets and Alertmanager")
+            self._discovering = False
 
     def _refuse_if_folder_in_use(self) -> None:
         for process in psutil.process_iter(["cmdline"]):
@@ -386,6 +403,7 @@ class Prometheus(_Process):
     def wait_for_scrape(self, job: str | None = None, timeout: float = 10) -> None:
         """Return once every target (of ``job``) has been scraped successfully after this call, and the
         samples are stored: what a target exposed before the call is visible to queries afterwards."""
+        self.wait_until_configured()
         since = time.time() + TIMESTAMP_SLACK_S
         expected = {(name, _host_port(url)) for name, spec in self.jobs.items() if job in (None, name)
                     for url in spec["targets"]}
@@ -408,6 +426,7 @@ class Prometheus(_Process):
     def wait_for_rules(self, timeout: float = 10) -> None:
         """Return once every rule group has been evaluated after this call: alerts and recorded series then
         reflect what was scraped before it (call :meth:`wait_for_scrape` first for a change of the targets)."""
+        self.wait_until_configured()
         since = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=TIMESTAMP_SLACK_S)
 
         def evaluated() -> bool:

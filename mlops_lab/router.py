@@ -50,6 +50,16 @@ come back within seconds (a restart), and it is longer than the alarm periods (0
 judge green on fast failures rather than on requests stuck for the whole timeout. HTTP answers (even 5xx)
 never eject: the backend is alive and the alarms judge its answers.
 
+Health, as a load balancer reads it: ``GET /ping`` is readiness, with SageMaker's meaning (send me traffic): 200
+only when a backend that may receive traffic -- blue while green's weight is below 1, green while it is above 0, and not one that
+outlier detection ejected -- answers its own ``/ping`` with a 200 within ``PING_TIMEOUT_S`` (0.5 s); otherwise a
+503 ``{"error_code": "NOT_READY", "backends": {"blue": "<why not>", ...}}``. The backends are probed at once, on
+every ``/ping``: with a dead backend (port closed) the 503 comes at once (measured 1-9 ms), with a hung one
+(connections accepted, never answered) after the 0.5 s timeout (measured 0.50-0.51 s, two hung backends too).
+``/health`` means the same as ``/ping``: a check that needs the router to work also needs a backend. ``GET /live``
+is liveness: 200 while the router process serves, whatever its backends; a router started before its backends
+is started on it (``BackgroundServer(router_command(...), health_path="/live")``).
+
 Admin API (JSON): ``GET /admin/state``; ``GET /admin/shadow-scores`` (each shadowed row's two scores);
 ``POST /admin/traffic`` ``{"green_weight", "sticky", "salt",
 "shadow_fraction", "capture_sample"}``; ``POST /admin/deploy`` ``{"strategy", "canary_size", "step_size",
@@ -59,7 +69,7 @@ Every field is checked before anything changes: weights and shares are finite nu
 times finite and > 0, backends ``http://127.0.0.1:<port>`` or ``http://localhost:<port>``, and unknown
 fields are refused; a refusal is a 400 ``{"error_code": "INVALID_PARAMETER_VALUE", "field", "message"}``.
 A route asked with a method it does not take answers 405 in JSON with an ``Allow`` header (``HEAD`` is
-answered on ``/ping`` and ``/health``).
+answered on ``/ping``, ``/health`` and ``/live``).
 
 The admin API shares the data port, so every ``/admin/*`` call (``GET /admin/state`` too) must carry the
 router's token, ``Authorization: Bearer <token>``; without it, or with a wrong one, the answer is a 401
@@ -205,6 +215,8 @@ class _Pools(threading.local):
 
 
 TIMEOUT_S = 5.0     # each request's time budget at its backend
+PING_TIMEOUT_S = 0.5  # how long /ping waits for a backend's own /ping (a healthy one answers in milliseconds)
+READY = "ready"     # a backend's verdict when its own /ping answered 200 in time
 EJECT_AFTER = 3     # consecutive gateway failures that eject a backend (Envoy's consecutive_gateway_failure)
 EJECTION_S = 10.0   # how long it stays ejected (Envoy's base_ejection_time)
 
@@ -391,6 +403,29 @@ class Router:
             with self.lock:
                 self._green_period.append((latency, failed))
 
+    # -- readiness (/ping) -------------------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Is the router ready for traffic (SageMaker's /ping)? Only if a backend that may receive traffic -- blue
+        while green's weight < 1, green while its weight > 0, and not ejected by outlier detection -- answers its
+        own /ping with a 200 within ``PING_TIMEOUT_S``. Returns (ready, each variant's verdict: ``READY`` or why not)."""
+        now = time.monotonic()
+        with self.lock:
+            backends, green_weight = dict(self.backends), self.green_weight
+        verdicts, candidates = {}, {}
+        for variant in VARIANTS:
+            if not backends[variant]:
+                verdicts[variant] = "no backend configured"
+            elif variant == "green" and green_weight <= 0:
+                verdicts[variant] = "receives no traffic (green_weight 0): not probed"
+            elif variant == "blue" and green_weight >= 1 and backends["green"]:
+                verdicts[variant] = "receives no traffic (green_weight 1): not probed"
+            elif self.ejection[variant].ejected(now):
+                verdicts[variant] = "ejected by outlier detection: not probed"
+            else:
+                candidates[variant] = backends[variant]
+        verdicts.update(ping_backends(candidates, PING_TIMEOUT_S))
+        return any(verdicts[variant] == READY for variant in candidates), verdicts
+
     # -- the deployment controller ---------------------------------------------------------------------
     def deploy(self, plan: RolloutPlan, alarms: tuple[Alarm, ...]):
         with self.lock:
@@ -554,6 +589,43 @@ class Router:
             thread.join(timeout_s)
 
 
+def ping_backend(base: str, timeout_s: float) -> str:
+    """GET ``base``/ping on a fresh connection: ``READY`` if it answers 200 within ``timeout_s``, else why not."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/ping")
+        response = conn.getresponse()
+        response.read()
+        return READY if response.status == 200 else f"its /ping answered {response.status}"
+    except TimeoutError:  # socket.timeout
+        return f"no answer to /ping within {timeout_s:g} s"
+    except (OSError, http.client.HTTPException) as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        conn.close()
+
+
+def ping_backends(bases: dict[str, str], timeout_s: float) -> dict[str, str]:
+    """Probe the backends at once (two hung ones cost one timeout, not two); stop at the first ``READY``.
+    Returns {variant: verdict}; a probe not finished within ``timeout_s`` is "no answer"."""
+    verdicts: queue.Queue = queue.Queue()
+    for variant, base in bases.items():
+        threading.Thread(target=lambda v=variant, b=base: verdicts.put((v, ping_backend(b, timeout_s))),
+                         daemon=True).start()
+    found = {variant: f"no answer to /ping within {timeout_s:g} s" for variant in bases}
+    deadline = time.monotonic() + timeout_s
+    for _ in bases:
+        try:
+            variant, verdict = verdicts.get(timeout=max(deadline - time.monotonic(), 0.001))
+        except queue.Empty:
+            break
+        found[variant] = verdict
+        if verdict == READY:
+            break
+    return found
+
+
 def rows_of(body: bytes) -> list[dict]:
     """The rows of an MLflow JSON payload as ``{column: value}`` records, whatever its form ([] if none)."""
     try:
@@ -597,8 +669,8 @@ def _shadow_summary(pairs, shadowed, errors) -> dict:
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------
-ROUTES = {"/invocations": ("POST",), "/ping": ("GET", "HEAD"), "/health": ("GET", "HEAD"), "/metrics": ("GET",),
-          "/admin/state": ("GET",), "/admin/shadow-scores": ("GET",)}
+ROUTES = {"/invocations": ("POST",), "/ping": ("GET", "HEAD"), "/health": ("GET", "HEAD"), "/live": ("GET", "HEAD"),
+          "/metrics": ("GET",), "/admin/state": ("GET",), "/admin/shadow-scores": ("GET",)}
 
 
 def allowed_methods(path: str) -> tuple[str, ...] | None:
@@ -656,17 +728,28 @@ class _Handler(LimitedBodyHandler):
 
     do_PUT = do_DELETE = do_PATCH = _refuse
 
+    def _health(self, path: str):
+        """/live: the router serves (200, whatever the backends). /ping and /health: readiness (200 or 503)."""
+        if path == "/live":
+            return self._send(200, b"\n")
+        ready, backends = self.router.readiness()
+        if ready:
+            return self._send(200, b"\n")
+        self._json(503, {"error_code": "NOT_READY", "backends": backends,
+                         "message": f"no backend that may receive traffic answered its /ping within "
+                                    f"{PING_TIMEOUT_S:g} s"})
+
     def do_HEAD(self):
         path = self.path.split("?")[0]
         if not self._method_refused(path):
-            self._send(200, b"\n")  # only /ping and /health take HEAD
+            self._health(path)  # only /ping, /health and /live take HEAD
 
     def do_GET(self):
         path = self.path.split("?")[0]
         if self._method_refused(path) or self._unauthorized(path):
             return
-        if path in ("/ping", "/health"):
-            self._send(200, b"\n")
+        if path in ("/ping", "/health", "/live"):
+            self._health(path)
         elif path == "/metrics":
             self._send(200, generate_latest(self.router.registry), CONTENT_TYPE_LATEST)
         elif path == "/admin/shadow-scores":
@@ -736,6 +819,9 @@ def router_command(blue: str, green: str = "", *, period_s: float = 1.0, capture
     ``read_admin_token(admin_token_file)`` gives it to the caller. The token never goes into the command line
     (``ps`` shows it to every user of the machine), a URL or the log. Without a file, only an operator who
     set ``MLOPS_ROUTER_ADMIN_TOKEN`` in the router's environment can use the admin API.
+
+    Wait for the router with ``health_path="/ping"`` when its blue is already up (it answers 200 only once a
+    backend answers), with ``health_path="/live"`` when the router starts before its backends.
     """
     command = [python or sys.executable, os.path.abspath(__file__), "--blue", blue, "--green", green or "",
                "--port", "{port}", "--period", str(period_s)]
@@ -823,7 +909,7 @@ def main(argv: list[str] | None = None) -> None:
                     capture=args.capture, capture_sample=args.capture_sample if args.capture else 0.0, seed=args.seed,
                     admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None, eject_after=args.eject_after,
                     ejection_s=args.ejection_s)
-    if args.admin_token_file:  # before the port opens: a caller that saw /ping answer can read the token
+    if args.admin_token_file:  # before the port opens: a caller that saw /live or /ping answer can read it
         write_admin_token(args.admin_token_file, router.admin_token)
     server = make_server(router, args.port, args.host)
     print(f"router on http://{args.host}:{args.port}: blue={args.blue} green={args.green or '-'}", flush=True)

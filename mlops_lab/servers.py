@@ -8,10 +8,15 @@ A server runs in its own process group, so stopping it also stops whatever it sp
 gunicorn children). Every server still running is stopped when the Python process exits normally; on Linux
 the server also gets SIGTERM if the kernel that started it is killed (SIGKILL or SIGTERM), whichever thread
 started it, so no orphan is left behind.
+
+A server's output goes to ``log_path`` if one is given (kept), otherwise to an unlinked temporary file: it has
+no name in the temporary folder, so nothing is left there even if the process that started it is killed, and
+its space is freed when the server is stopped (:meth:`BackgroundServer.log_tail` reads it until then).
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import queue
@@ -97,7 +102,8 @@ class BackgroundServer:
         self.port = port or free_port()
         self.command = [str(part).replace("{port}", str(self.port)) for part in command]
         self.cwd, self.env = cwd, env or {}
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        self.log_path = Path(log_path) if log_path else None
+        self._temporary_log = None  # without a log_path: an unlinked file, open from start to stop
         self.process: subprocess.Popen | None = None
 
     @property
@@ -112,7 +118,7 @@ class BackgroundServer:
         if self.running:
             return self
         env = {**os.environ, **QUIET_ENV, **self.env}
-        with open(self.log_path, "wb") as log:
+        with self._new_log() as log:
             self.process = _spawn(args=self.command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         _RUNNING.add(self)
@@ -122,6 +128,19 @@ class BackgroundServer:
             self.stop()
             raise
         return self
+
+    def _new_log(self):
+        """The file the server writes to: ``log_path``, or a fresh unlinked temporary file that we keep open."""
+        if self.log_path is not None:
+            return open(self.log_path, "wb")
+        self._close_temporary_log()
+        self._temporary_log = tempfile.TemporaryFile(prefix=f"{self.name}-", suffix=".log")  # noqa: SIM115 (until stop)
+        return contextlib.nullcontext(self._temporary_log)
+
+    def _close_temporary_log(self):
+        if self._temporary_log is not None:
+            self._temporary_log.close()
+            self._temporary_log = None
 
     def _wait_until_healthy(self):
         deadline = time.monotonic() + self.startup_timeout
@@ -146,8 +165,15 @@ class BackgroundServer:
             return False
 
     def stop(self, timeout: float = 10) -> None:
-        """SIGTERM the server and everything it started; SIGKILL what is left after ``timeout`` s."""
+        """SIGTERM the server and everything it started; SIGKILL what is left after ``timeout`` s. A temporary
+        log is closed (and so gone): ``log_tail`` reads it only until then."""
         _RUNNING.discard(self)
+        try:
+            self._terminate(timeout)
+        finally:
+            self._close_temporary_log()
+
+    def _terminate(self, timeout: float) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         try:
@@ -171,10 +197,22 @@ class BackgroundServer:
         self.process.wait(timeout=5)
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the server's output (a temporary log: until the server is stopped)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self._read_log()
         except FileNotFoundError:
             return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _read_log(self) -> str:
+        if self.log_path is not None:
+            return self.log_path.read_text(errors="replace")
+        if self._temporary_log is None:
+            raise FileNotFoundError("no temporary log: the server is not started or was stopped")
+        # pread, not seek + read: the server writes through a copy of the same file descriptor, which shares
+        # its file offset, so moving the offset here would make the server overwrite its own log.
+        fd = self._temporary_log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def __enter__(self) -> "BackgroundServer":
         return self.start()

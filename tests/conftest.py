@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import sys
 import os
 import socket
 from pathlib import Path
@@ -41,6 +42,7 @@ def load_tool(name: str):
     """Import ``tools/<name>.py`` as a module (tools/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there while the class is built
     spec.loader.exec_module(module)
     return module
 

@@ -412,6 +412,24 @@ def test_pushed_batch_result_is_queried_through_prometheus(tools, tmp_path):
         prometheus.wait_until("weekly_psi", lambda frame: len(frame) == 0)
 
 
+def test_start_without_waiting_returns_before_discovery_and_the_first_query_that_needs_it_waits(tools, tmp_path):
+    """Prometheus hands discovered targets on every 5 s, the first time 5 s after it starts: start(wait=False)
+    returns as soon as the server is ready, and wait_for_scrape (or wait_until_configured) then waits."""
+    registry = CollectorRegistry()
+    Gauge("weekly_psi", "PSI of the week's inputs", registry=registry).set(0.27)
+    with Pushgateway(tmp_path / "push") as gateway:
+        gateway.push("weekly_monitor", registry)
+        prometheus = Prometheus(tmp_path / "prom")
+        prometheus.add_pushgateway(gateway)
+        started = time.monotonic()
+        with prometheus.start(wait=False):
+            returned = time.monotonic() - started
+            assert prometheus.targets().empty, "nothing discovered yet: start did not wait"
+            prometheus.wait_for_scrape("pushgateway")      # waits for the discovery, then for a scrape
+            assert prometheus.value("weekly_psi") == 0.27
+        assert returned < 2.5 < time.monotonic() - started, (returned, time.monotonic() - started)
+
+
 def test_stop_leaves_no_process(tools, tmp_path):
     servers = [Prometheus(tmp_path / "p"), Pushgateway(tmp_path / "g"),
                Alertmanager(tmp_path / "a", webhook_urls={"hook": "http://127.0.0.1:9/"})]

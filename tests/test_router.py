@@ -7,6 +7,7 @@ process outlives its test (orphan check).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -203,9 +204,9 @@ def test_an_operator_rollback_during_a_controller_tick_wins(monkeypatch, operato
 
 # ---- no failover around the plan: in-process stub backends (real HTTP on 127.0.0.1, no model) ---------
 class _Stub:
-    """A backend that answers every POST /invocations with one score and counts what it received."""
+    """A backend that answers every POST /invocations with one score and counts what it received, and GET /ping."""
 
-    def __init__(self, name):
+    def __init__(self, name, port: int = 0):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         stub = self
@@ -216,6 +217,11 @@ class _Stub:
 
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):  # the model server's health route: 200, empty
+                self.send_response(200 if self.path == "/ping" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -228,7 +234,7 @@ class _Stub:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -396,7 +402,7 @@ def request(url, method, path, body=None):
     conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
     response = conn.getresponse()
     payload = response.read()
-    conn.request("GET", "/ping")  # the connection is still usable: the answer was framed correctly
+    conn.request("GET", "/live")  # the connection is still usable: the answer was framed correctly
     alive = conn.getresponse()
     alive.read()
     conn.close()
@@ -404,8 +410,9 @@ def request(url, method, path, body=None):
     return response.status, dict(response.getheaders()), payload
 
 
-ALLOWED = {"/invocations": "POST", "/admin/traffic": "POST", "/ping": "GET, HEAD", "/metrics": "GET",
-           "/admin/state": "GET"}
+ALLOWED = {"/invocations": "POST", "/admin/traffic": "POST", "/ping": "GET, HEAD", "/health": "GET, HEAD",
+           "/live": "GET, HEAD", "/metrics": "GET", "/admin/state": "GET"}
+READINESS = ("/ping", "/health")  # router_http's backends are dead: not ready (503), yet alive (/live: 200)
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD"])
@@ -414,7 +421,7 @@ def test_other_methods_get_a_json_405_with_allow(router_http, method):
     for path, allow in ALLOWED.items():
         status, headers, payload = request(url, method, path, b"{}" if method != "HEAD" else None)
         if method == "HEAD" and "HEAD" in allow:
-            assert status == 200 and payload == b"", path
+            assert status == (503 if path in READINESS else 200) and payload == b"", (path, status)
             continue
         assert status == 405 and headers["Allow"] == allow, (method, path, status)
         if method == "HEAD":
@@ -429,11 +436,150 @@ def test_other_methods_get_a_json_405_with_allow(router_http, method):
 def test_get_and_post_on_the_other_kind_of_route_are_405(router_http):
     _, url = router_http
     wrong = [("GET", "/invocations", None), ("GET", "/admin/traffic", None), ("POST", "/ping", b"{}"),
-             ("POST", "/metrics", b"{}"), ("POST", "/admin/state", b"{}")]
+             ("POST", "/live", b"{}"), ("POST", "/metrics", b"{}"), ("POST", "/admin/state", b"{}")]
     for method, path, body in wrong:
         status, headers, payload = request(url, method, path, body)
-        assert status == 405 and headers["Allow"] == ALLOWED.get(path, "GET, HEAD" if path == "/ping" else "POST")
+        assert status == 405 and headers["Allow"] == ALLOWED[path], (method, path)
         assert json.loads(payload)["error_code"] == "METHOD_NOT_ALLOWED", (method, path)
+
+
+# ---- readiness (/ping, /health) and liveness (/live) -----------------------------------------------------
+class _Hung:
+    """A backend that hangs (a stopped process): the kernel accepts its connections, nobody ever answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self):
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def backends(*kinds):
+    """Backend URLs of the given kinds: "live" (a stub that answers /ping), "dead" (a closed port), "hung"."""
+    made = [_Stub("live") if kind == "live" else _Hung() if kind == "hung" else None for kind in kinds]
+    try:
+        yield [backend.url if backend else dead_url() for backend in made]
+    finally:
+        for backend in made:
+            if backend:
+                backend.close()
+
+
+@contextlib.contextmanager
+def served(router):
+    """``router`` behind its HTTP handler on a free port, in this process: its URL."""
+    from mlops_lab.router import make_server
+
+    httpd = make_server(router, 0)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        router.close()
+
+
+def timed(url, path, method="GET"):
+    """(status, body, seconds) of one request on a fresh connection."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    conn = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=30)
+    started = time.perf_counter()
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.read(), time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("blue, green, green_weight, ready", [
+    ("live", "", 0.0, True), ("dead", "", 0.0, False),
+    ("dead", "live", 0.0, False),   # green takes no traffic: its answer does not make the router ready
+    ("dead", "live", 0.5, True), ("hung", "live", 0.5, True), ("live", "dead", 0.5, True),
+    ("hung", "dead", 0.5, False), ("dead", "dead", 1.0, False),
+    ("live", "dead", 1.0, False),   # after the switch blue takes no routed traffic: a dead green is not ready
+    ("dead", "live", 1.0, True)])
+def test_ping_is_ready_only_when_a_backend_that_may_receive_traffic_answers(blue, green, green_weight, ready):
+    """SageMaker's /ping for the router: 200 only if blue, or green while its weight > 0, answers its own /ping;
+    otherwise a 503 in JSON saying what each backend did. /health means the same; /live stays 200."""
+    kinds = [blue] + ([green] if green else [])
+    with backends(*kinds) as urls:
+        router = Router(urls[0], urls[1] if green else None, period_s=3600, seed=0)
+        router.set_traffic(green_weight=green_weight)
+        with served(router) as url:
+            for path in ("/ping", "/health"):
+                status, body, _ = timed(url, path)
+                assert status == (200 if ready else 503), (path, status, body)
+                if not ready:
+                    answer = json.loads(body)
+                    assert answer["error_code"] == "NOT_READY" and set(answer["backends"]) == {"blue", "green"}
+                head_status, head_body, _ = timed(url, path, "HEAD")
+                assert head_status == status and head_body == b""
+            for method in ("GET", "HEAD"):
+                assert timed(url, "/live", method)[0] == 200, "alive whatever the backends"
+
+
+def test_an_ejected_backend_does_not_make_the_router_ready():
+    """Outlier detection already judged it: /ping does not count a backend the router would not send traffic to."""
+    with backends("live") as (blue,):
+        router = Router(blue, None, period_s=3600, seed=0)
+        with served(router) as url:
+            assert timed(url, "/ping")[0] == 200
+            for _ in range(router.eject_after):
+                router.ejection["blue"].failed(time.monotonic())
+            status, body, _ = timed(url, "/ping")
+            assert status == 503 and "ejected" in json.loads(body)["backends"]["blue"], body
+
+
+@pytest.mark.parametrize("kinds, green_weight", [(("dead",), 0.0), (("hung",), 0.0), (("hung", "hung"), 0.5)],
+                         ids=["dead", "hung", "both-hung"])
+def test_ping_answers_503_within_its_timeout_for_dead_and_hung_backends(kinds, green_weight):
+    """How long a load balancer waits for the 503. A dead backend refuses the connection at once (loopback), so
+    the answer must come well within the probe's timeout: under half of it. A hung one costs exactly the
+    timeout; two hung backends are probed at once, so still one timeout, never two (where serial probes land)."""
+    from mlops_lab.router import PING_TIMEOUT_S
+
+    with backends(*kinds) as urls:
+        router = Router(urls[0], urls[1] if len(urls) > 1 else None, period_s=3600, seed=0)
+        router.set_traffic(green_weight=green_weight)
+        with served(router) as url:
+            answers = [timed(url, "/ping") for _ in range(5 if kinds == ("dead",) else 3)]
+    assert all(status == 503 for status, _, _ in answers), answers
+    seconds = [t for _, _, t in answers]
+    if kinds == ("dead",):
+        assert max(seconds) < PING_TIMEOUT_S / 2, seconds
+    else:
+        assert min(seconds) >= 0.95 * PING_TIMEOUT_S and max(seconds) < 2 * PING_TIMEOUT_S, seconds
+    print(f"[readiness] /ping with {'+'.join(kinds)} backend(s): 503 in "
+          f"{min(seconds) * 1e3:.1f}-{max(seconds) * 1e3:.1f} ms")
+
+
+def test_a_router_started_before_its_backends_starts_on_live_and_gets_ready_with_them():
+    """A router whose backends are not up yet serves (/live) but is not ready (/ping 503), so it must be started
+    with health_path="/live"; /ping turns 200 as soon as blue answers."""
+    from mlops_lab.servers import ServerFailed, free_port
+
+    port = free_port()
+    blue = f"http://127.0.0.1:{port}"
+    with pytest.raises(ServerFailed, match="not healthy"):
+        BackgroundServer(router_command(blue), name="router-early", health_path="/ping", startup_timeout=3,
+                         env={"MLOPS_LAB_TEST_TOKEN": TOKEN}).start()
+    with BackgroundServer(router_command(blue), name="router-early", health_path="/live",
+                          env={"MLOPS_LAB_TEST_TOKEN": TOKEN}) as router:
+        assert timed(router.url, "/live")[0] == 200
+        assert timed(router.url, "/ping")[0] == 503
+        stub = _Stub("late", port=port)
+        try:
+            assert timed(router.url, "/ping")[0] == 200, "ready once its blue answers"
+        finally:
+            stub.close()
 
 
 UNAUTHORIZED = [{}, {"Authorization": "Bearer not-the-token"}, {"Authorization": "Basic not-the-token"}]
@@ -887,8 +1033,9 @@ def served_router():
     live.close()
 
 
-def _ping(port: int) -> bytes:
-    return raw_exchange(port, b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+def _live(port: int) -> bytes:
+    """The router's own liveness (/live): whether the router serves, whatever its backends."""
+    return raw_exchange(port, b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 
 
 def test_a_burst_of_fresh_connections_is_all_answered_by_the_router(served_router):
@@ -897,7 +1044,7 @@ def test_a_burst_of_fresh_connections_is_all_answered_by_the_router(served_route
     def client():
         start.wait()
         try:
-            answers.append(_ping(served_router))
+            answers.append(_live(served_router))
         except OSError as error:
             answers.append(repr(error).encode())
 
@@ -912,7 +1059,7 @@ def test_a_burst_of_fresh_connections_is_all_answered_by_the_router(served_route
 def test_an_idle_flood_is_closed_and_the_router_keeps_serving(served_router):
     idle = [socket.create_connection(("127.0.0.1", served_router)) for _ in range(10)]
     started = time.monotonic()
-    assert _ping(served_router).startswith(b"HTTP/1.1 200")
+    assert _live(served_router).startswith(b"HTTP/1.1 200")
     assert time.monotonic() - started < math.ceil(10 / 4) * IDLE_S + HARDENING_MARGIN_S
     for conn in idle:
         conn.settimeout(HARDENING_MARGIN_S)
@@ -933,7 +1080,7 @@ def test_a_stalled_body_is_cut_off_and_the_router_keeps_serving(served_router):
     answer = raw_exchange(served_router, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf")
     assert answer.startswith(b"HTTP/1.1 408")
     assert time.monotonic() - started < BODY_S + HARDENING_MARGIN_S
-    assert _ping(served_router).startswith(b"HTTP/1.1 200")
+    assert _live(served_router).startswith(b"HTTP/1.1 200")
 
 
 def test_the_shadow_scores_are_served_to_the_admin_only():

@@ -1,19 +1,28 @@
 """THE benchmark: each chapter's wall time and peak memory, against the book's budget.
 
-    python tools/benchmark.py [chapters/01_maturity_levels.ipynb ...] [--cores 1] [--json FILE]
+    python tools/benchmark.py [chapters/01_maturity_levels.ipynb ...] [--cores 1] [--pin both] [--json FILE]
 
 Runs every chapter in ``_toc.yml`` (or the notebooks given), one at a time, each in a fresh kernel started
-in the chapter's folder, the way Binder would (one core, by default). A thread samples every 0.1 s the
-summed RSS of the kernel and all its descendants (the servers a chapter starts). RSS counts pages shared
-between processes once per process, so the sum errs on the high side. The budget: at most 90 s and 1.5 GB
-(1536 MB) a chapter; the exit status is non-zero if any chapter is over budget, fails, or leaves a process
-running after its kernel has gone (such processes are reported and stopped).
+in the chapter's folder, on one core by default. On Binder the kernel, every process it starts *and* the
+Jupyter client that drives it share that one CPU, so ``--pin`` chooses what is pinned:
+
+``all``     the whole tree: this process (the notebook client, as Jupyter's server on Binder) and the kernel
+            with every descendant. This is Binder's measure, and the one the budget judges.
+``kernel``  only the kernel's tree; the client runs on another core (what a laptop with spare cores sees).
+``both``    (default) each chapter twice, ``kernel`` then ``all``, and both times reported.
+
+A thread samples every 0.1 s the summed RSS of the kernel and all its descendants (the servers a chapter
+starts). RSS counts pages shared between processes once per process, so the sum errs on the high side. The
+budget: at most 60 s and 1.5 GB (1536 MB) a chapter on the ``all`` measure; the exit status is non-zero if
+any chapter is over budget, fails, or leaves a process running after its kernel has gone (such processes are
+reported and stopped).
 
 Prints a Markdown table; ``--json FILE`` also writes the rows. Speed is measured here, never in timed tests.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -31,7 +40,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from student_edition import ROOT, toc_notebooks  # noqa: E402  (the shared _toc.yml reader)
 
-BUDGET_SECONDS = 90
+BUDGET_SECONDS = 60
 BUDGET_MB = 1536
 # A chapter with a budget of its own, and why (the issue that asked for it allows one, stated and measured).
 # Chapter 13 runs the whole loop: a pull request's eight CI steps under act (35 s of one core), the project's
@@ -51,7 +60,8 @@ QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "DO_NO
 @dataclass
 class Row:
     chapter: str
-    seconds: float = 0.0
+    seconds: float = 0.0          # the budget's measure: the whole tree pinned (or the only run made)
+    kernel_seconds: float | None = None   # with --pin both: only the kernel's tree pinned
     peak_mb: float = 0.0
     verdict: str = "FAIL"
     error: str = ""
@@ -119,6 +129,29 @@ class TreeSampler(threading.Thread):
         return names
 
 
+def thread_ids() -> list[int]:
+    """Every thread of this process (sched_setaffinity acts on one thread at a time)."""
+    return [thread.id for thread in psutil.Process().threads()]
+
+
+@contextlib.contextmanager
+def pinned_client(cpus: set[int] | None):
+    """Pin this process, every thread it has and every one it starts, to ``cpus``; restore on exit."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    for tid in thread_ids():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+    try:
+        yield
+    finally:
+        for tid in thread_ids():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, before)
+
+
 def kernel_env() -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, **QUIET_ENV, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
@@ -179,9 +212,10 @@ def verdict(row: Row) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"| chapter | wall s | peak MB | budget ({BUDGET_SECONDS} s unless stated, {BUDGET_MB} MB) |",
-             "|---|---:|---:|---|"]
-    lines += [f"| {r.chapter} | {r.seconds:.1f} | {r.peak_mb:.0f} | {r.verdict}"
+    lines = [f"| chapter | wall s, all pinned | wall s, kernel pinned | peak MB "
+             f"| budget ({BUDGET_SECONDS} s unless stated, {BUDGET_MB} MB) |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {r.chapter} | {r.seconds:.1f} | "
+              f"{'-' if r.kernel_seconds is None else f'{r.kernel_seconds:.1f}'} | {r.peak_mb:.0f} | {r.verdict}"
               f"{f' (own budget {budget_seconds(r.chapter)} s)' if budget_seconds(r.chapter) != BUDGET_SECONDS else ''} |"
               for r in rows]
     for r in rows:
@@ -193,6 +227,22 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def measure(path: Path, cpus: set[int] | None, timeout: int, pin: str) -> Row:
+    """One chapter's row: the whole tree pinned (``all``), only the kernel (``kernel``), or both."""
+    if pin == "kernel":
+        return run_chapter(path, cpus, timeout)
+    kernel_only = run_chapter(path, cpus, timeout) if pin == "both" else None
+    with pinned_client(cpus):
+        row = run_chapter(path, cpus, timeout)
+    if kernel_only is not None:
+        row.kernel_seconds = kernel_only.seconds
+        row.peak_mb = max(row.peak_mb, kernel_only.peak_mb)
+        if kernel_only.verdict != "PASS" and row.verdict == "PASS":
+            row.error, row.leftovers = kernel_only.error, kernel_only.leftovers
+            row.verdict = verdict(row)
+    return row
+
+
 def pick_cpus(cores: int) -> set[int] | None:
     if cores <= 0 or not hasattr(os, "sched_getaffinity"):
         return None
@@ -202,19 +252,21 @@ def pick_cpus(cores: int) -> set[int] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="chapters to run (default: all in _toc.yml)")
-    parser.add_argument("--cores", type=int, default=1, help="CPUs to pin the kernel to (0: no pinning)")
+    parser.add_argument("--cores", type=int, default=1, help="CPUs to pin to (0: no pinning)")
+    parser.add_argument("--pin", choices=("all", "kernel", "both"), default="both",
+                        help="pin the whole tree, client included (Binder), only the kernel's, or run both")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)
     notebooks = [p.resolve() for p in args.notebooks] or [ROOT / p for p in toc_notebooks(ROOT)]
     cpus = pick_cpus(args.cores)
-    print(f"benchmark: {len(notebooks)} chapter(s), kernel pinned to CPU(s) {sorted(cpus) if cpus else 'any'}",
+    print(f"benchmark: {len(notebooks)} chapter(s), pinned ({args.pin}) to CPU(s) {sorted(cpus) if cpus else 'any'}",
           file=sys.stderr)
     rows = []
     for path in notebooks:
         print(f"running {path.name} ...", file=sys.stderr, flush=True)
-        rows.append(run_chapter(path, cpus, args.timeout))
+        rows.append(measure(path, cpus, args.timeout, args.pin))
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
