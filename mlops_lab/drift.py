@@ -482,6 +482,10 @@ def as_numbers(frame: pd.DataFrame, columns: list[str], what: str = "the data") 
 
 
 def _column_as_numbers(column: pd.Series, where: str) -> np.ndarray:
+    if column.dtype.kind in "biuf":   # numbers already (the usual case): only infinities can be wrong
+        values = column.to_numpy(dtype=float)
+        if not np.isinf(values).any():
+            return values
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = column.index[(np.isnan(values) & column.notna().to_numpy()) | np.isinf(values)]
     if len(bad):

@@ -51,8 +51,9 @@ judge green on fast failures rather than on requests stuck for the whole timeout
 never eject: the backend is alive and the alarms judge its answers.
 
 Health, as a load balancer reads it: ``GET /ping`` is readiness, with SageMaker's meaning (send me traffic): 200
-only when a backend that may receive traffic -- blue while green's weight is below 1, green while it is above 0, and not one that
-outlier detection ejected -- answers its own ``/ping`` with a 200 within ``PING_TIMEOUT_S`` (0.5 s); otherwise a
+only when a backend that may receive traffic -- blue while green's weight is below 1, green while it is above 0,
+and not one that outlier detection ejected -- answers its own ``/ping`` with a 200 within ``PING_TIMEOUT_S``
+(0.5 s); otherwise a
 503 ``{"error_code": "NOT_READY", "backends": {"blue": "<why not>", ...}}``. The backends are probed at once, on
 every ``/ping``: with a dead backend (port closed) the 503 comes at once (measured 1-9 ms), with a hung one
 (connections accepted, never answered) after the 0.5 s timeout (measured 0.50-0.51 s, two hung backends too).

@@ -93,3 +93,12 @@ def test_chapter_thirteen_keeps_its_own_stated_budget_and_every_other_gets_sixty
     assert benchmark.BUDGET_SECONDS == 60
     assert benchmark.budget_seconds("chapters/12_drift_and_retraining.ipynb") == 60
     assert benchmark.budget_seconds("chapters/13_the_whole_loop.ipynb") == 130
+
+
+def test_repeat_judges_the_median_and_prints_the_range(stub_runs, tmp_path):
+    slow = benchmark.BUDGET_SECONDS + 9.0
+    calls = stub_runs(slow, 53.0, 55.0)               # one noisy run over the budget, two within
+    row = benchmark.measure(tmp_path / "01_x.ipynb", None, 60, "all", repeat=3)
+    assert len(calls) == 3 and row.seconds == 55.0 and row.runs == [slow, 53.0, 55.0]
+    assert row.verdict == "PASS" and row.peak_mb == 300
+    assert f"| 55.0 (53.0-{slow:.1f}) | - |" in benchmark.table([row])
