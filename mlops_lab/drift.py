@@ -482,6 +482,9 @@ def as_numbers(frame: pd.DataFrame, columns: list[str], what: str = "the data") 
 
 
 def _column_as_numbers(column: pd.Series, where: str) -> np.ndarray:
+    if column.dtype.kind in "mM":     # pd.to_numeric would read a date as nanoseconds since 1970, silently
+        raise ValueError(f"{where} holds dates or durations ({column.dtype}), not numbers: derive a number from "
+                         f"them (an age in days, say) or leave the column out")
     if column.dtype.kind in "biuf":   # numbers already (the usual case): only infinities can be wrong
         values = column.to_numpy(dtype=float)
         if not np.isinf(values).any():

@@ -427,3 +427,12 @@ def test_ks_pvalue_is_asymptotic_above_the_exact_range():
     assert ks_pvalue(d, 1000, 1000) == pytest.approx(stats.ks_2samp(np.arange(1000), np.arange(60, 1060),
                                                                     method="exact").pvalue, rel=1e-12)
     assert ks_pvalue(d, 1000, 1001) == pytest.approx(stats.kstwo.sf(d, round(1000 * 1001 / 2001)), rel=1e-12)
+
+
+@pytest.mark.parametrize("values", [pd.date_range("2024-01-01", periods=4), pd.to_timedelta([1, 2, 3, 4], unit="D")])
+def test_a_date_column_passed_as_numeric_is_an_error_not_nanoseconds(values):
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "applied": values})
+    with pytest.raises(ValueError, match=r"column 'applied' holds dates or durations"):
+        DriftDetector(frame, ["x", "applied"])
+    with pytest.raises(ValueError, match=r"the window: column 'applied' holds dates"):
+        DriftDetector(frame.assign(applied=1.0), ["x", "applied"]).compare(frame)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -42,8 +43,18 @@ import psutil
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from student_edition import ROOT, toc_notebooks  # noqa: E402  (the shared _toc.yml reader)
+
+def _sibling(name: str):
+    """``tools/<name>.py`` as a module named ``tools_<name>``: imported as plain ``student_edition`` it would
+    shadow the Sphinx extension of that name (tools/sphinx/student_edition.py) in a process that has both."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", Path(__file__).resolve().parent / f"{name}.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_edition = _sibling("student_edition")
+ROOT, toc_notebooks = _edition.ROOT, _edition.toc_notebooks   # the shared _toc.yml reader
 
 BUDGET_SECONDS = 60
 BUDGET_MB = 1536
