@@ -450,7 +450,8 @@ class DriftDetector:
             drifted = p_adjusted < self.alpha
         else:
             drifted = stat[self.rule] > np.array([self.threshold(f, self.rule) for f in names])
-        missing = np.array([float(current[f].isna().mean()) if len(current) else np.nan for f in names])
+        # n counts each feature's values that arrived (not NaN, not None): the rest of the window is missing
+        missing = 1 - n / len(current) if len(current) else np.full(len(names), np.nan)
         missing_rose = missing - np.array([self._missing[f] for f in names]) > \
             np.array([self.threshold(f, "missing") for f in names])
         status = np.where(empty, NO_DATA, np.where(missing_rose, "missing values",

@@ -2,7 +2,9 @@
 which of its two measures the budget judges. No chapter runs here: run_chapter is replaced by a stub."""
 import os
 import threading
+import time
 
+import psutil
 import pytest
 
 from conftest import load_tool
@@ -102,3 +104,35 @@ def test_repeat_judges_the_median_and_prints_the_range(stub_runs, tmp_path):
     assert len(calls) == 3 and row.seconds == 55.0 and row.runs == [slow, 53.0, 55.0]
     assert row.verdict == "PASS" and row.peak_mb == 300
     assert f"| 55.0 (53.0-{slow:.1f}) | - |" in benchmark.table([row])
+
+
+@needs_affinity
+def test_the_sampler_pins_a_new_process_and_lists_threads_only_when_their_count_changes(monkeypatch):
+    import subprocess
+    import sys
+
+    one = {min(os.sched_getaffinity(0))}
+    child = subprocess.Popen([sys.executable, "-c", "import sys, threading, time\n"
+                              "sys.stdin.readline()\n"
+                              "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+                              "time.sleep(60)"], stdin=subprocess.PIPE, text=True)
+    try:
+        sampler = benchmark.TreeSampler(os.getpid(), one)
+        listed = []
+        real_pin = sampler.pin
+        monkeypatch.setattr(sampler, "pin", lambda proc: (listed.append(proc.pid), real_pin(proc)))
+        sampler.sample()
+        assert os.sched_getaffinity(child.pid) == one
+        sampler.sample()
+        assert listed.count(child.pid) == 1, "an unchanged process is not listed again"
+        child.stdin.write("go\n"), child.stdin.flush()
+        for _ in range(50):                       # the child starts a thread
+            if psutil.Process(child.pid).num_threads() == 2:
+                break
+            time.sleep(0.05)
+        sampler.sample()
+        assert listed.count(child.pid) == 2, "a new thread is looked at"
+        assert all(os.sched_getaffinity(t.id) == one for t in psutil.Process(child.pid).threads())
+    finally:
+        child.kill()
+        child.wait()

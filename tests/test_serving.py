@@ -16,7 +16,7 @@ from mlops_lab import CreditStream
 from mlops_lab.loadgen import faster_in_pairs, get_text, interleaved, payloads, post, run_load, summarize
 from mlops_lab.models import train
 from mlops_lab.servers import BackgroundServer
-from mlops_lab.serving import CreditScorer, ModelService, request_frame
+from mlops_lab.serving import CreditScorer, ModelService, environment_mismatches, load_pyfunc, request_frame
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +167,35 @@ def test_interleaved_requests_pair_up_the_servers(server, rows):
     assert logs["first"]["index"].tolist() == logs["second"]["index"].tolist() == list(range(20))
     went_first = (logs["first"]["t"] < logs["second"]["t"]).to_numpy()
     assert went_first[::2].all() and not went_first[1::2].any(), "the order alternates"
+
+
+def test_the_environment_check_names_each_mismatch(registry, tmp_path, caplog):
+    """MLflow's own check (skipped for speed: 0.5 s a start) would warn on these; ours must too."""
+    import shutil
+
+    import mlflow
+
+    logged = mlflow.artifacts.download_artifacts("models:/credit@champion")
+    assert environment_mismatches(logged) == [], "the chapters log models with this environment's versions"
+    model = shutil.copytree(logged, tmp_path / "model")
+    requirements = (model / "requirements.txt").read_text().splitlines()
+    pinned = [line for line in requirements if line.startswith("scikit-learn==")]
+    assert len(pinned) == 1
+    (model / "requirements.txt").write_text("\n".join(
+        [line for line in requirements if line not in pinned]
+        + ["scikit-learn==0.0.1", "not-a-real-package-xyz==1.0", "# a comment", "pandas>=1; python_version < '3'"]))
+    mlmodel = (model / "MLmodel").read_text()
+    (model / "MLmodel").write_text(mlmodel.replace(f"python_version: {sys.version_info.major}.{sys.version_info.minor}",
+                                                   "python_version: 2.7"))
+    found = environment_mismatches(model)
+    assert len(found) == 3, found
+    assert "scikit-learn==0.0.1 is required, scikit-learn " in found[0]
+    assert "not-a-real-package-xyz is not installed" in found[1]
+    assert "Python 2.7" in found[2]
+    with caplog.at_level("WARNING", logger="mlops_lab.serving"):
+        loaded = load_pyfunc(str(model))
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == found
+    assert loaded.predict(request_frame(registry["stream"].month(3, rows=2))).shape == (2,)
 
 
 def test_the_sign_test_separates_faster_from_equal():

