@@ -18,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 NBVAL := $(PY) -m pytest --nbval-lax -p no:cacheprovider -n auto --dist loadscope
 BOOK := $(BIN)/jupyter-book build . -W -n --keep-going
 
-.PHONY: book test unit chapters student student-book book-checks class benchmark lock clean
+.PHONY: book test unit chapters student student-book book-checks class benchmark grade lock clean
 
 book: $(STAMP) $(NODE_STAMP)
 	-@tools/system_packages.sh install
@@ -78,6 +78,13 @@ $(NODE_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
 	elif [ "$$CI" = true ]; then echo "npm is required under CI (Node 20: apt-get install nodejs npm)" >&2; exit 1; \
 	else echo "npm not found: chapter 08 will run its pipelines without gitlab-ci-local (see instructors/setup.md)"; fi
+
+# Grade a class: SUBMISSIONS holds <student>/<chapter>.ipynb; GRADES gets grades.csv, summary.md and feedback/
+# (instructors/guide.md, "Grading a class"). Each notebook runs in a sandbox; needs root on Linux.
+SUBMISSIONS ?= submissions
+GRADES ?= _build/grades
+grade: $(STAMP)
+	$(PY) -m mlops_lab.grading $(SUBMISSIONS) --out $(GRADES) $(GRADE_FLAGS)
 
 # Re-pin requirements.txt from requirements.in in a throwaway environment.
 lock:

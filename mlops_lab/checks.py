@@ -8,12 +8,17 @@ Every check prints one verdict and returns ``None`` (a returned value would show
 
 The test suite runs the instructor notebooks with ``MLOPS_LAB_STRICT_CHECKS=1``: then a *wrong* answer
 raises :class:`WrongAnswer`, so a broken solution fails CI. Student notebooks never set it.
+
+The class grader (:mod:`mlops_lab.grading`) reads verdicts as data, not as printed text: inside
+``with recording() as verdicts:`` every verdict is also appended to ``verdicts`` as a dict
+``{"exercise", "verdict": "correct" | "not quite" | "not attempted", "message", "hint"}``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 STRICT_ENV = "MLOPS_LAB_STRICT_CHECKS"
 
@@ -50,8 +55,30 @@ def normalise(value: Any) -> Any:
     return value
 
 
+_recorders: list[list[dict]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[dict]]:
+    """Collect every verdict given inside the block (they are still printed) as a list of dicts."""
+    verdicts: list[dict] = []
+    _recorders.append(verdicts)
+    try:
+        yield verdicts
+    finally:
+        _recorders.remove(verdicts)
+
+
+def _record(exercise: str, correct: bool | None, message: str, hint: str) -> None:
+    label = "not attempted" if correct is None else "correct" if correct else "not quite"
+    for verdicts in _recorders:
+        verdicts.append({"exercise": exercise, "verdict": label, "message": message,
+                         "hint": "" if correct else hint})
+
+
 def verdict(exercise: str, correct: bool | None, message: str, hint: str = "") -> None:
     """Print the verdict for ``exercise``; ``correct=None`` means not attempted yet."""
+    _record(exercise, correct, message, hint)
     if correct is None:
         print(f"[{exercise}] not attempted yet: {message}")
         return
