@@ -315,21 +315,6 @@ class Sandbox:
         sandbox.cgroups = {c: p / name for c in ("memory", "pids") if (p := _own_cgroup(c)) and (p / name).is_dir()}
         sandbox.close()
 
-    def interrupt(self) -> None:
-        """SIGINT to the kernel's own process (found in its cgroup), as a terminal's Ctrl-C would."""
-        for folder in self.cgroups.values():
-            try:
-                pids = (folder / "cgroup.procs").read_text().split()
-            except OSError:
-                continue
-            for pid in pids:
-                try:
-                    if b"ipykernel_launcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        os.kill(int(pid), signal.SIGINT)
-                except (OSError, ValueError):
-                    pass
-            return
-
     def out_of_memory(self) -> bool:
         folder = self.cgroups.get("memory")
         if folder is None:
@@ -418,7 +403,8 @@ def _prepare_work(work: Path) -> None:
 
 def _execute(nb, work: Path, chapter: str, options, sandbox: Sandbox) -> tuple[str, str]:
     """Run ``nb`` in ``work``; return (status, detail). Never raises for what the student's code does."""
-    from jupyter_client import KernelManager
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.utils import run_sync
     from jupyter_client.kernelspec import KernelSpec
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
@@ -428,14 +414,14 @@ def _execute(nb, work: Path, chapter: str, options, sandbox: Sandbox) -> tuple[s
     class Client(NotebookClient):
         async def _async_handle_timeout(self, timeout, cell=None):
             timed_out.append(self.nb.cells.index(cell) if cell in self.nb.cells else -1)
-            reply = await super()._async_handle_timeout(timeout, cell)
-            sandbox.interrupt()  # the interrupt message does not reach a kernel inside the PID namespace
-            return reply
+            return await super()._async_handle_timeout(timeout, cell)   # the interrupt message: SIGINT, as Ctrl-C
 
     kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec = KernelSpec(argv=sandbox.argv(kernel), display_name="grader", language="python",
                       interrupt_mode="message", env={})
-    km = KernelManager(connection_file=str(work / ".grader" / "kernel.json"), transport="tcp", ip="127.0.0.1")
+    # The async manager, as nbclient's own default: with a blocking one, nbclient's wait for output blocks its
+    # event loop, so a cell that prints nothing (an endless loop) never reaches the per-cell timeout.
+    km = AsyncKernelManager(connection_file=str(work / ".grader" / "kernel.json"), transport="tcp", ip="127.0.0.1")
     km._kernel_spec = spec  # the spec above, not one looked up by name
     client = Client(nb, km=km, timeout=options.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
                     error_on_timeout={"ename": "CellTimeoutError",
@@ -489,7 +475,7 @@ def _execute(nb, work: Path, chapter: str, options, sandbox: Sandbox) -> tuple[s
     log.close()
     try:
         if km.has_kernel:
-            km.shutdown_kernel(now=True)
+            run_sync(km.shutdown_kernel)(now=True)
     except Exception:  # a dead kernel's manager may fail here; the sandbox kills what is left anyway
         pass
     errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.get("outputs", [])
